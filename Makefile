@@ -27,10 +27,10 @@ WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-protot
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -I$(BUILD) $(CFLAGS) -MMD -MP
 
 # Objects of futures.core: linked into the shared module and the interpreter.
-CORE_SRCS := $(filter-out src/main.c src/lf_preload.c,$(wildcard src/lf_*.c))
+CORE_SRCS := $(filter-out src/lf_preload.c src/lf_process_worker.c,$(wildcard src/lf_*.c))
 CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/%.o)
 # Objects only the interpreter has: main and the embedded Lua side.
-EXE_OBJS  := $(BUILD)/main.o $(BUILD)/lf_preload.o $(BUILD)/lf_embedded.o
+EXE_OBJS  := $(BUILD)/main.o $(BUILD)/lf_preload.o $(BUILD)/lf_process_worker.o $(BUILD)/lf_embedded.o
 LUA_SRCS  := $(wildcard lua/futures/*.lua)
 
 MODULE := $(BUILD)/futures/core.so

@@ -14,6 +14,7 @@
 #include "lualib.h"
 
 #include "lf_common.h"
+#include "lf_bind.h"
 #include "lf_core.h"
 
 void (*lf_state_setup)(lua_State *L) = NULL;
@@ -86,5 +87,6 @@ int luaopen_futures_core(lua_State *L) {
   luaL_newlib(L, core_funcs);
   lua_pushliteral(L, "lua-futures " LF_VERSION);
   lua_setfield(L, -2, "_VERSION");
+  lf_bind_codec(L);
   return 1;
 }

@@ -11,6 +11,8 @@
 #define LF_CORE_H
 
 #include "lua.h"
+#include "lf_codec.h"
+#include "lf_future.h"
 
 int luaopen_futures_core(lua_State *L);
 
@@ -27,12 +29,45 @@ lua_State *lf_new_state(const char *path, const char *cpath);
 /* Blocking calls wait in short slices, and between two slices ask whether
 ** Ctrl-C arrived. The interpreters (lua5.4 and ours) answer SIGINT by
 ** installing a hook on the main state, so a change of hook is the signal.
-** Record the hook when the wait starts ... */
+** lf_intr_begin records the hook when the wait starts; lf_intr_pending
+** tells whether it changed; lf_intr_raise restores the recorded hook and
+** raises "interrupted!" (release what you hold first). */
 typedef struct lf_intr { lua_Hook hook; int mask, count; } lf_intr;
 void lf_intr_begin(lua_State *L, lf_intr *st);
-/* ... and check it between slices: raises "interrupted!" (restoring the
-** hook found at the start) when a new hook was installed. [-0,+0,v] */
-void lf_intr_check(lua_State *L, const lf_intr *st);
+int lf_intr_pending(lua_State *L, const lf_intr *st);
+int lf_intr_raise(lua_State *L, const lf_intr *st);   /* [-0,+0,v] */
 #define LF_WAIT_SLICE 0.05   /* seconds between two interrupt checks */
+
+/* Per-state context of the module, created by luaopen in each state that
+** opens it. Only the thread that owns the state touches it; its finalizer
+** (at lua_close) shuts down and joins every executor the state created. */
+typedef struct lf_ctx {
+  lf_inbox *inbox;             /* futures with callbacks for this state */
+  struct lf_executor **owned;  /* executors created in this state */
+  size_t nowned, capowned;
+} lf_ctx;
+
+/* This state's context, or raises if futures.core was never opened in it
+** (it is opened on demand). [-0,+0,e] */
+lf_ctx *lf_getctx(lua_State *L);
+
+/* Run the callbacks that are due in this state; returns how many ran. An
+** error in a callback is reported on stderr. [-0,+0,m] */
+int lf_run_callbacks(lua_State *L);
+
+/* Runtime errors are tables { type = "TimeoutError", message = "..." }
+** whose metatable is the class futures.TimeoutError (with __name
+** "futures.TimeoutError" and a Lua __tostring, so that a copy travels).
+** lf_push_error pushes a new one [-0,+1,m]; lf_raise_error raises it
+** [-0,+0,v]. */
+void lf_push_error(lua_State *L, const char *type, const char *fmt, ...);
+int lf_raise_error(lua_State *L, const char *type, const char *fmt, ...);
+/* Encode (error object, "") into out, for failing a future from C without
+** a state of one's own: L is any scratch state. Returns 0 or -1. */
+int lf_error_encode(lua_State *L, const char *type, const char *msg,
+                    lf_buf *out, const lf_codec_opts *opts);
+/* After decoding an error value: if it is a runtime error whose metatable
+** is a travelled copy, give it this state's class again. [-0,+0,m] */
+void lf_error_adopt(lua_State *L, int idx);
 
 #endif

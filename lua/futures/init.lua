@@ -1,6 +1,7 @@
 -- futures: Python's concurrent.futures for Lua 5.4, on native threads and
--- worker processes. This file is the public module; the C core is
--- futures.core. See docs/API.md.
+-- worker processes. This file is the public module: option tables, the map
+-- and as_completed iterators, error classes. The C core is futures.core;
+-- docs/API.md is the reference.
 local core = require "futures.core"
 
 local futures = {}
@@ -9,5 +10,266 @@ futures._VERSION = core._VERSION
 futures.cpu_count = core.cpu_count
 futures.sleep = core.sleep
 futures.monotonic = core.monotonic
+futures.poll = core.poll
+futures.Future = core.Future
+futures.serialize = core.serialize
+futures.deserialize = core.deserialize
+
+---------------------------------------------------------------- errors
+
+for name, class in pairs(core.errors) do futures[name] = class end
+
+local BASES = { BrokenThreadPool = "BrokenExecutor", BrokenProcessPool = "BrokenExecutor" }
+
+--- Is `err` a runtime error of `class` (a class such as futures.TimeoutError,
+-- or its name)? BrokenThreadPool and BrokenProcessPool are BrokenExecutors.
+function futures.iserror(err, class)
+  local want = type(class) == "table" and class.type or class
+  local t = type(err) == "table" and rawget(err, "type")
+  while t do
+    if t == want then return true end
+    t = BASES[t]
+  end
+  return false
+end
+
+local function raise(class, fmt, ...)
+  error(setmetatable({ type = class.type, message = fmt:format(...) }, class), 2)
+end
+
+---------------------------------------------------------------- helpers
+
+local function check_options(opts, allowed, fname)
+  for k in pairs(opts) do
+    if not allowed[k] then
+      error(("bad argument to '%s' (unknown option '%s')"):format(fname, tostring(k)), 3)
+    end
+  end
+end
+
+local function check_timeout(t, fname, what)
+  if t == nil then return nil end
+  if type(t) ~= "number" or t ~= t or t < 0 then
+    error(("bad argument to '%s' (%s must be a non-negative number, got %s)")
+      :format(fname, what or "timeout", tostring(t)), 3)
+  end
+  return t
+end
+
+local function check_count(v, fname, what, default)
+  if v == nil then return default end
+  if math.type(v) ~= "integer" or v < 1 then
+    error(("bad argument to '%s' (%s must be a positive integer, got %s)")
+      :format(fname, what, tostring(v)), 3)
+  end
+  return v
+end
+
+---------------------------------------------------------------- executors
+
+local methods = core.executor_methods
+local c_shutdown = methods.shutdown
+
+--- ex:shutdown{ wait = true, cancel_futures = false } (or ex:shutdown(wait))
+function methods:shutdown(opts)
+  local wait, cancel = true, false
+  if type(opts) == "table" then
+    check_options(opts, { wait = true, cancel_futures = true }, "shutdown")
+    wait = opts.wait == nil or not not opts.wait
+    cancel = not not opts.cancel_futures
+  elseif opts ~= nil then
+    wait = not not opts
+  end
+  return c_shutdown(self, wait, cancel)
+end
+
+local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true }
+
+function futures.ThreadPoolExecutor(opts)
+  if opts == nil then opts = {} end
+  if type(opts) == "number" then opts = { max_workers = opts } end
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'ThreadPoolExecutor' (table or number expected, got %s)")
+      :format(type(opts)), 2)
+  end
+  check_options(opts, THREAD_OPTIONS, "ThreadPoolExecutor")
+  local n = check_count(opts.max_workers, "ThreadPoolExecutor", "max_workers",
+    math.min(32, core.cpu_count() + 4))
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    error("bad argument to 'ThreadPoolExecutor' (name must be a string)", 2)
+  end
+  if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
+    error("bad argument to 'ThreadPoolExecutor' (initargs must be a table)", 2)
+  end
+  return core.thread_pool(n, opts.name, opts.initializer, opts.initargs)
+end
+
+---------------------------------------------------------------- map
+
+local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true }
+
+-- An iterable is a sequence (table) or an iterator function; returns a
+-- function that yields the next value, or nil at the end.
+local function iterate(v, pos)
+  if type(v) == "table" then
+    local i = 0
+    return function() i = i + 1; return v[i] end
+  elseif type(v) == "function" then
+    return v
+  end
+  error(("bad argument #%d to 'map' (table or iterator function expected, got %s)")
+    :format(pos, type(v)), 3)
+end
+
+local function is_options(v)
+  return type(v) == "table" and getmetatable(v) == nil and rawget(v, 1) == nil
+end
+
+--- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize })
+function methods:map(fn, ...)
+  local nargs = select("#", ...)
+  local args = { ... }
+  local opts = {}
+  if nargs >= 2 and is_options(args[nargs]) then
+    opts = args[nargs]
+    args[nargs] = nil
+    nargs = nargs - 1
+    check_options(opts, MAP_OPTIONS, "map")
+  end
+  if nargs == 0 then error("bad argument #2 to 'map' (an iterable expected)", 2) end
+  local ftype = type(fn)
+  if ftype ~= "function" and not (getmetatable(fn) or {}).__call then
+    error(("bad argument #1 to 'map' (function expected, got %s)"):format(ftype), 2)
+  end
+  local timeout = check_timeout(opts.timeout, "map")
+  local chunksize = check_count(opts.chunksize, "map", "chunksize", 1)
+  local buffersize = check_count(opts.buffersize, "map", "buffersize", nil)
+  local deadline = timeout and core.monotonic() + timeout
+
+  local m = nargs
+  local sources = {}
+  for k = 1, m do sources[k] = iterate(args[k], k + 1) end
+  local exhausted = false
+
+  -- Read up to `count` items and submit them in chunks. Returns how many.
+  local submitted = {}   -- queue of { future, count } (chunks), head first
+  local head, tail = 1, 0
+  local in_flight = 0
+  local function fill(count)
+    local added = 0
+    while not exhausted and added < count do
+      local chunk, k = {}, 0
+      local want = math.min(chunksize, count - added)
+      while k < want do
+        local item = {}
+        for s = 1, m do
+          local v = sources[s]()
+          if v == nil then exhausted = true; break end
+          item[s] = v
+        end
+        if exhausted then break end
+        for s = 1, m do chunk[k * m + s] = item[s] end
+        k = k + 1
+      end
+      if k == 0 then break end
+      local f
+      if chunksize == 1 then
+        f = self:submit(fn, table.unpack(chunk, 1, m))
+      else
+        f = self:_submit_chunk(fn, m, table.unpack(chunk, 1, k * m))
+      end
+      tail = tail + 1
+      submitted[tail] = { f, k }
+      added = added + k
+    end
+    in_flight = in_flight + added
+  end
+
+  fill(buffersize or math.huge)
+
+  local index = 0
+  local outcome, pos, left = nil, 0, 0   -- the chunk being walked
+  local function remaining()
+    if not deadline then return nil end
+    local r = deadline - core.monotonic()
+    return r > 0 and r or 0
+  end
+  local function next_item()
+    if left == 0 then
+      if head > tail then return nil end
+      local entry = submitted[head]
+      submitted[head] = nil
+      head = head + 1
+      in_flight = in_flight - entry[2]
+      if buffersize then fill(buffersize - in_flight) end
+      index = index + 1
+      if chunksize == 1 then
+        local t = entry[1]:_outcome(remaining())
+        return index, table.unpack(t, 1, t.n)
+      end
+      outcome, pos, left = entry[1]:_outcome(remaining()), 1, entry[2]
+    else
+      index = index + 1
+    end
+    left = left - 1
+    local ok, n = outcome[pos], outcome[pos + 1]
+    local first = pos + 2
+    pos = first + n
+    if not ok then error(outcome[first], 0) end
+    return index, table.unpack(outcome, first, first + n - 1)
+  end
+  local closer = setmetatable({}, { __close = function()
+    for q = head, tail do
+      local entry = submitted[q]
+      if entry then entry[1]:cancel() end
+    end
+  end })
+  return next_item, nil, nil, closer
+end
+
+---------------------------------------------------------------- wait
+
+futures.FIRST_COMPLETED = "FIRST_COMPLETED"
+futures.FIRST_EXCEPTION = "FIRST_EXCEPTION"
+futures.ALL_COMPLETED = "ALL_COMPLETED"
+local WHEN = { ALL_COMPLETED = 0, FIRST_COMPLETED = 1, FIRST_EXCEPTION = 2 }
+
+--- done, not_done = futures.wait(fs, { timeout, return_when })
+--- (or futures.wait(fs, timeout, return_when))
+function futures.wait(fs, timeout, return_when)
+  if type(fs) ~= "table" then
+    error(("bad argument #1 to 'wait' (table of futures expected, got %s)"):format(type(fs)), 2)
+  end
+  if type(timeout) == "table" then
+    check_options(timeout, { timeout = true, return_when = true }, "wait")
+    timeout, return_when = timeout.timeout, timeout.return_when
+  end
+  check_timeout(timeout, "wait")
+  local when = WHEN[return_when or "ALL_COMPLETED"]
+  if not when then
+    error(("bad argument to 'wait' (return_when must be FIRST_COMPLETED, "
+      .. "FIRST_EXCEPTION or ALL_COMPLETED, got %s)"):format(tostring(return_when)), 2)
+  end
+  return core.wait(fs, timeout, when)
+end
+
+--- for f in futures.as_completed(fs, timeout) do ... end
+function futures.as_completed(fs, timeout)
+  if type(fs) ~= "table" then
+    error(("bad argument #1 to 'as_completed' (table of futures expected, got %s)")
+      :format(type(fs)), 2)
+  end
+  check_timeout(timeout, "as_completed")
+  local waiter = core.waiter(fs)
+  local deadline = timeout and core.monotonic() + timeout
+  local function next_done()
+    local f, unfinished = waiter:next(deadline)
+    if f == nil and unfinished then
+      raise(futures.TimeoutError, "%d futures unfinished after %g seconds", unfinished, timeout)
+    end
+    return f
+  end
+  return next_done, nil, nil, waiter
+end
 
 return futures

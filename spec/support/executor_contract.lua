@@ -1,0 +1,211 @@
+-- The behaviour every executor shares (ThreadPoolExecutor and
+-- ProcessPoolExecutor): written once, run against each by their specs.
+-- usage: require("support.executor_contract")("ThreadPoolExecutor", make)
+-- where make(opts) returns a new executor.
+local futures = require "futures"
+local helpers = require "support.helpers"
+
+return function(name, make)
+  describe(name .. " (common executor behaviour)", function()
+    it("runs a submitted function and returns all its values", function()
+      local ex <close> = make(2)
+      local f = ex:submit(function(a, b) return a + b, nil, a * b end, 3, 4)
+      local x, y, z = f:result(10)
+      assert.equals(7, x); assert.is_nil(y); assert.equals(12, z)
+      assert.equals(3, select("#", f:result()))
+    end)
+
+    it("carries upvalues to the worker by copy", function()
+      local base = { 10, 20 }
+      local function add(i) return base[i] + 1 end
+      local ex <close> = make(2)
+      assert.equals(21, ex:submit(function(i) return add(i) end, 2):result(10))
+    end)
+
+    it("gives the worker its own globals", function()
+      marker_global_for_spec = 1
+      local ex <close> = make(1)
+      assert.is_nil(ex:submit(function() return marker_global_for_spec end):result(10))
+      marker_global_for_spec = nil
+    end)
+
+    it("re-raises a task's string error with the worker's file:line", function()
+      local ex <close> = make(1)
+      local f = ex:submit(function() error("bad thing") end)
+      local err = helpers.error_of(f.result, f, 10)
+      assert.equals("string", type(err))
+      assert.matches("_spec%.lua:%d+: bad thing$", err)
+      assert.matches("bad thing", err)
+    end)
+
+    it("re-raises a task's table error as a table", function()
+      local ex <close> = make(1)
+      local f = ex:submit(function() error({ code = 7 }) end)
+      local err = helpers.error_of(f.result, f, 10)
+      assert.equals(7, err.code)
+      local e, tb = f:exception(10)
+      assert.equals(7, e.code)
+      assert.matches("traceback", tb)
+    end)
+
+    it("refuses a value that cannot travel, naming where it sits", function()
+      local ex <close> = make(1)
+      local co = coroutine.create(function() end)
+      local err = helpers.error_of(ex.submit, ex, function() end, 1, { inner = co })
+      assert.matches("argument #3", err)
+      assert.matches("inner", err)
+    end)
+
+    it("refuses something that is not callable", function()
+      local ex <close> = make(1)
+      local err = helpers.error_of(ex.submit, ex, 42)
+      assert.matches("function expected", err)
+    end)
+
+    it("maps in input order, yielding the index first", function()
+      local ex <close> = make(2)
+      local got = {}
+      for i, v in ex:map(function(x) return x * x end, { 1, 2, 3, 4, 5 }, { timeout = 10 }) do
+        got[i] = v
+      end
+      assert.same({ 1, 4, 9, 16, 25 }, got)
+    end)
+
+    it("maps items that return nil without ending the loop", function()
+      local ex <close> = make(2)
+      local n = 0
+      for i, v in ex:map(function() return nil end, { 1, 2, 3 }, { timeout = 10 }) do
+        n = i
+        assert.is_nil(v)
+      end
+      assert.equals(3, n)
+    end)
+
+    it("zips several iterables and stops at the shortest", function()
+      local ex <close> = make(2)
+      local got = {}
+      for i, v in ex:map(function(a, b) return a .. b end, { "a", "b", "c" }, { "x", "y" }, { timeout = 10 }) do
+        got[i] = v
+      end
+      assert.same({ "ax", "by" }, got)
+    end)
+
+    it("maps over an iterator function", function()
+      local ex <close> = make(2)
+      local k = 0
+      local function gen() k = k + 1; if k <= 4 then return k end end
+      local sum = 0
+      for _, v in ex:map(function(x) return x * 10 end, gen, { timeout = 10 }) do sum = sum + v end
+      assert.equals(100, sum)
+    end)
+
+    it("maps in chunks with the same results", function()
+      local ex <close> = make(2)
+      local items = {}
+      for i = 1, 250 do items[i] = i end
+      local got = {}
+      for i, v, w in ex:map(function(x) return x + 1, -x end, items, { chunksize = 16, timeout = 10 }) do
+        got[i] = v + w
+      end
+      assert.equals(250, #got)
+      for i = 1, 250 do assert.equals(1, got[i]) end
+    end)
+
+    it("raises a failed item's error when the iteration reaches it", function()
+      local ex <close> = make(2)
+      for _, cs in ipairs { 1, 3 } do
+        local seen = 0
+        local ok, err = pcall(function()
+          for i in ex:map(function(x) if x == 3 then error("item three") end return x end,
+              { 1, 2, 3, 4 }, { chunksize = cs, timeout = 10 }) do
+            seen = i
+          end
+        end)
+        assert.is_false(ok)
+        assert.matches("item three", err)
+        assert.equals(2, seen)
+      end
+    end)
+
+    it("keeps at most buffersize items in flight", function()
+      local ex <close> = make(2)
+      local produced = 0
+      local function gen() produced = produced + 1; return produced end  -- endless
+      local last
+      for i, v in ex:map(function(x) return x end, gen, { buffersize = 4 }) do
+        assert.equals(i, v)
+        assert.is_true(produced <= i + 5, "produced " .. produced .. " at " .. i)
+        last = i
+        if i == 50 then break end
+      end
+      assert.equals(50, last)
+    end)
+
+    it("rejects unknown map options", function()
+      local ex <close> = make(1)
+      assert.has_error(function() ex:map(print, { 1 }, { chunk = 2 }) end)
+      assert.has_error(function() ex:map(print, { 1 }, { chunksize = 0 }) end)
+    end)
+
+    it("refuses submit after shutdown", function()
+      local ex = make(1)
+      ex:shutdown()
+      local err = helpers.error_of(ex.submit, ex, function() end)
+      assert.matches("after shutdown", err)
+    end)
+
+    it("shuts down at the end of a <close> scope after the work is done", function()
+      local f
+      do
+        local ex <close> = make(1)
+        f = ex:submit(function() return "done" end)
+      end
+      assert.is_true(f:done())
+      assert.equals("done", f:result(0))
+    end)
+
+    it("cancels queued work on shutdown with cancel_futures", function()
+      local ex = make(1)
+      local slow = ex:submit(futures.sleep, 0.3)
+      local queued = {}
+      for i = 1, 5 do queued[i] = ex:submit(function() return i end) end
+      ex:shutdown { wait = true, cancel_futures = true }
+      assert.is_true(slow:done())
+      for i = 1, 5 do assert.is_true(queued[i]:cancelled()) end
+    end)
+
+    it("runs the initializer once per worker, before its tasks", function()
+      local ex <close> = make { max_workers = 1,
+        initializer = function(v) _G.init_value = v end, initargs = { "ready" } }
+      assert.equals("ready", ex:submit(function() return _G.init_value end):result(10))
+    end)
+
+    it("lets C functions travel by name", function()
+      local ex <close> = make(1)
+      assert.equals("x=5", ex:submit(string.format, "x=%d", 5):result(10))
+    end)
+
+    it("as_completed yields every future once", function()
+      local ex <close> = make(2)
+      local fs = {}
+      for i = 1, 10 do fs[i] = ex:submit(function() return i end) end
+      fs[11] = fs[1]
+      local seen, n = {}, 0
+      for f in futures.as_completed(fs, 10) do
+        assert.is_nil(seen[f:result()])
+        seen[f:result()] = true
+        n = n + 1
+      end
+      assert.equals(10, n)
+    end)
+
+    it("waits for all futures", function()
+      local ex <close> = make(2)
+      local fs = {}
+      for i = 1, 6 do fs[i] = ex:submit(function() return i end) end
+      local done, not_done = futures.wait(fs, { timeout = 10 })
+      assert.equals(6, #done)
+      assert.equals(0, #not_done)
+    end)
+  end)
+end

@@ -1,0 +1,163 @@
+-- ThreadPoolExecutor: native threads, each with its own lua_State.
+local futures = require "futures"
+local helpers = require "support.helpers"
+
+require("support.executor_contract")("ThreadPoolExecutor", futures.ThreadPoolExecutor)
+
+describe("ThreadPoolExecutor", function()
+  local base_threads
+  setup(function() base_threads = helpers.thread_count() end)
+
+  it("takes a number as max_workers", function()
+    local ex <close> = futures.ThreadPoolExecutor(3)
+    assert.matches("/3 workers", tostring(ex))
+  end)
+
+  it("defaults max_workers to min(32, cpu_count + 4)", function()
+    local ex <close> = futures.ThreadPoolExecutor()
+    local n = math.min(32, futures.cpu_count() + 4)
+    assert.matches("/" .. n .. " workers", tostring(ex))
+  end)
+
+  it("rejects bad options with a clear error", function()
+    assert.has_error(function() futures.ThreadPoolExecutor(0) end)
+    assert.has_error(function() futures.ThreadPoolExecutor { max_workers = -1 } end)
+    assert.has_error(function() futures.ThreadPoolExecutor { max_workers = 2.5 } end)
+    assert.has_error(function() futures.ThreadPoolExecutor { workers = 2 } end)
+    assert.has_error(function() futures.ThreadPoolExecutor "x" end)
+  end)
+
+  it("starts workers on demand, not at creation", function()
+    local ex <close> = futures.ThreadPoolExecutor(4)
+    assert.matches("^ThreadPoolExecutor: 0x%x+ %(0/4 workers", tostring(ex))
+    ex:submit(function() end):result(10)
+    assert.matches("%(1/4 workers", tostring(ex))
+  end)
+
+  it("reuses an idle worker before starting a new one", function()
+    local ex <close> = futures.ThreadPoolExecutor(4)
+    for _ = 1, 5 do ex:submit(function() end):result(10) end
+    assert.matches("%(1/4 workers", tostring(ex))
+  end)
+
+  it("overlaps two sleeps on two workers", function()
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    local t0 = futures.monotonic()
+    local a = ex:submit(futures.sleep, 0.3)
+    local b = ex:submit(futures.sleep, 0.3)
+    a:result(10); b:result(10)
+    assert.is_true(futures.monotonic() - t0 < 0.55)
+  end)
+
+  it("runs CPU-bound Lua on several cores at once", function()
+    if futures.cpu_count() < 2 then return end
+    local function spin(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
+    local N = 3000000
+    local t0 = futures.monotonic(); spin(N); spin(N)
+    local seq = futures.monotonic() - t0
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    ex:submit(spin, 1000):result(10)   -- warm both paths
+    t0 = futures.monotonic()
+    local a, b = ex:submit(spin, N), ex:submit(spin, N)
+    a:result(30); b:result(30)
+    local par = futures.monotonic() - t0
+    assert.is_true(par < seq * 0.85, ("parallel %.3f s vs sequential %.3f s"):format(par, seq))
+  end)
+
+  it("reports running while a task runs, and cancel() then fails", function()
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    local f = ex:submit(futures.sleep, 0.3)
+    assert.is_true(helpers.eventually(function() return f:running() end, 5))
+    assert.is_false(f:cancel())
+    f:result(10)
+    assert.is_false(f:cancelled())
+  end)
+
+  it("cancels a queued future, which then never runs", function()
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    local blocker = ex:submit(futures.sleep, 0.2)
+    local f = ex:submit(function() return "ran" end)
+    assert.is_true(f:cancel())
+    blocker:result(10)
+    assert.is_true(f:cancelled())
+    assert.equals("CancelledError", helpers.error_of(f.result, f).type)
+  end)
+
+  it("runs done callbacks on the submitting state, not on the worker", function()
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    local here = {}
+    local got
+    local f = ex:submit(function() return 5 end)
+    f:add_done_callback(function(g) got = { here, g:result() } end)
+    f:result(10)
+    assert.equals(here, got[1])
+    assert.equals(5, got[2])
+  end)
+
+  it("passes a future to a task as the same object", function()
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    local gate = futures.Future()
+    local f = ex:submit(function(g) return g:result(10) * 2 end, gate)
+    futures.sleep(0.05)
+    gate:set_result(21)
+    assert.equals(42, f:result(10))
+  end)
+
+  it("lets a task submit more work to its own pool", function()
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    local f = ex:submit(function(pool)
+      return pool:submit(function(x) return x + 1 end, 41):result(10)
+    end, ex)
+    assert.equals(42, f:result(10))
+  end)
+
+  it("breaks the pool when the initializer fails", function()
+    local ex <close> = futures.ThreadPoolExecutor { max_workers = 1,
+      initializer = function() error("no database") end }
+    local f = ex:submit(function() return 1 end)
+    local err = helpers.error_of(f.result, f, 10)
+    assert.equals("BrokenThreadPool", err.type)
+    assert.matches("no database", err.message)
+    assert.is_true(futures.iserror(err, futures.BrokenExecutor))
+    local later = helpers.error_of(ex.submit, ex, function() end)
+    assert.equals("BrokenThreadPool", later.type)
+  end)
+
+  it("names its threads after the name option", function()
+    local ex <close> = futures.ThreadPoolExecutor { max_workers = 1, name = "cruncher" }
+    ex:submit(function() end):result(10)
+    local p = io.popen("cat /proc/" .. io.open("/proc/self/stat"):read("n") .. "/task/*/comm 2>/dev/null")
+    local names = p:read("a")
+    p:close()
+    assert.matches("cruncher", names)
+  end)
+
+  it("finishes queued work of a dropped executor and frees its threads", function()
+    local before = helpers.thread_count()
+    local f
+    do
+      local ex = futures.ThreadPoolExecutor(2)
+      f = ex:submit(function() return "still ran" end)
+      ex = nil
+    end
+    collectgarbage(); collectgarbage()
+    assert.equals("still ran", f:result(10))
+    -- a later executor creation reaps the dropped one's threads
+    local ex2 <close> = futures.ThreadPoolExecutor(1)
+    assert.is_true(helpers.threads_back_to(before, 5))
+  end)
+
+  it("leaves no thread behind after shutdown", function()
+    local ex = futures.ThreadPoolExecutor(3)
+    local fs = {}
+    for i = 1, 6 do fs[i] = ex:submit(function() return i end) end
+    ex:shutdown()
+    assert.is_true(helpers.threads_back_to(base_threads, 5))
+  end)
+
+  it("describes itself with its state", function()
+    local ex = futures.ThreadPoolExecutor(1)
+    ex:shutdown()
+    assert.matches("shut down", tostring(ex))
+  end)
+end)

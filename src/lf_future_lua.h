@@ -1,0 +1,21 @@
+/*
+** lf_future_lua.h — Future userdata helpers shared by the binding files.
+**
+** Threads: the thread that owns L.
+** Ownership: lf_push_future gives the new userdata the caller's reference.
+*/
+#ifndef LF_FUTURE_LUA_H
+#define LF_FUTURE_LUA_H
+
+#include "lua.h"
+#include "lf_future.h"
+
+#define LF_FUTURE_MT "futures.Future"
+
+void lf_push_future(lua_State *L, lf_future *f);      /* [-0,+1,m] */
+lf_future *lf_check_future(lua_State *L, int idx);    /* [-0,+0,v] */
+lf_future *lf_test_future(lua_State *L, int idx);     /* [-0,+0,-] */
+double lf_opt_timeout(lua_State *L, int idx);         /* [-0,+0,v] */
+int lf_future_wait(lua_State *L, lf_future *f, double timeout); /* [-0,+0,v] */
+
+#endif

@@ -1,0 +1,287 @@
+/*
+** lf_thread_pool.c — ThreadPoolExecutor: a queue of futures and up to
+** max_workers native threads, each running tasks in a lua_State of its own.
+**
+** Threads: submit and shutdown run on any thread (the submitter may be a
+** task of this very pool); each worker thread runs worker_main; join runs on
+** the owner's thread. pool->mu guards every field below it in lf_pool. A
+** future's mutex is taken with pool->mu held only in shutdown's cancel pass
+** (order: pool, then future); workers never hold pool->mu while they run a
+** task or touch a future.
+**
+** Wake-ups: `idle` counts workers blocked on work_cv and `wakeups` the
+** signals sent to them not yet consumed. submit signals only when an idle
+** worker has no wake-up on its way, so a busy pool takes queued tasks with
+** no system call at all; a worker checks the queue under the mutex before it
+** sleeps, so no task is ever stranded.
+**
+** Ownership: the queue holds one reference to each queued future; the worker
+** that dequeues it takes that reference over and drops it when done. Workers
+** do not hold references to the pool: the owner joins them before the pool
+** can be destroyed (see lf_executor.h). Each worker's lua_State is created
+** and closed by its own thread.
+*/
+#include <signal.h>
+
+#include "lauxlib.h"
+
+#include "lf_common.h"
+#include "lf_core.h"
+#include "lf_executor.h"
+#include "lf_thread_pool.h"
+#include "lf_worker.h"
+
+typedef struct lf_pool {
+  lf_executor base;
+  pthread_mutex_t mu;
+  pthread_cond_t work_cv;     /* idle workers wait here */
+  pthread_cond_t exit_cv;     /* join waits here for nlive == 0 */
+  lf_future *head, *tail;     /* the queue */
+  size_t queued;
+  int max_workers;
+  int nthreads;               /* started (and not yet joined) */
+  int nlive;                  /* started and not yet exited */
+  int idle, wakeups;
+  int shutdown;
+  pthread_t *threads;         /* [max_workers] */
+  /* Read-only once the pool exists: */
+  lf_buf init;                /* encoded initializer and initargs, or empty */
+  char *path, *cpath;         /* package.path/cpath for worker states */
+  char name[16];
+  lf_codec_opts opts;
+} lf_pool;
+
+/* Fail every queued future with msg (the pool is broken) or cancel them.
+** Called with pool->mu held; the futures' references are dropped after. */
+static lf_future *take_queue_locked(lf_pool *p) {
+  lf_future *q = p->head;
+  p->head = p->tail = NULL;
+  p->queued = 0;
+  return q;
+}
+
+static void fail_futures(lf_future *q, const char *type, const char *msg,
+                         const lf_codec_opts *opts);
+
+static void cancel_futures(lf_future *q) {
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    lf_future_cancel(q);
+    lf_future_release(q);
+    q = next;
+  }
+}
+
+/* Mark the pool broken (once) and fail what is queued. */
+static void break_pool(lf_pool *p, const char *why) {
+  lf_lock(&p->mu);
+  lf_future *q = NULL;
+  if (p->base.broken == NULL) {
+    p->base.broken = strdup(why ? why : "initializer failed");
+    q = take_queue_locked(p);
+  }
+  lf_broadcast(&p->work_cv);
+  lf_unlock(&p->mu);
+  fail_futures(q, "BrokenThreadPool",
+               p->base.broken ? p->base.broken : "pool is broken", &p->opts);
+}
+
+/* Build the error object of a broken pool in a scratch state and finish
+** each future with it, so that result() raises a BrokenThreadPool table. */
+static void fail_futures(lf_future *q, const char *type, const char *msg,
+                         const lf_codec_opts *opts) {
+  if (q == NULL) return;
+  lua_State *L = luaL_newstate();
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    if (lf_future_set_running(q) == 1) {
+      lf_buf err = LF_BUF_INIT;
+      if (L != NULL && lf_error_encode(L, type, msg, &err, opts) == 0)
+        lf_future_finish(q, &err, 1);
+      else
+        lf_future_cancel(q);   /* not even memory for the error: cancel */
+      lf_buf_free(&err);
+    }
+    lf_future_release(q);
+    q = next;
+  }
+  if (L != NULL) lua_close(L);
+}
+
+/* Take the next task, or NULL when the worker should exit. */
+static lf_future *next_task(lf_pool *p) {
+  lf_lock(&p->mu);
+  for (;;) {
+    lf_future *f = p->head;
+    if (f != NULL && p->base.broken == NULL) {
+      p->head = f->next_queued;
+      if (p->head == NULL) p->tail = NULL;
+      p->queued--;
+      lf_unlock(&p->mu);
+      return f;
+    }
+    if (p->shutdown || p->base.broken != NULL) break;
+    p->idle++;
+    LF_CHECK(pthread_cond_wait(&p->work_cv, &p->mu));
+    p->idle--;
+    if (p->wakeups > 0) p->wakeups--;
+  }
+  lf_unlock(&p->mu);
+  return NULL;
+}
+
+static void *worker_main(void *arg) {
+  lf_pool *p = arg;
+  /* Signals go to the main thread: Ctrl-C must reach the interpreter. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  if (p->name[0]) pthread_setname_np(pthread_self(), p->name);
+
+  lua_State *L = lf_new_state(p->path, p->cpath);
+  if (L == NULL) {
+    break_pool(p, "not enough memory to start a worker");
+  } else if (p->init.len > 0 &&
+             lf_worker_init(L, p->init.data, p->init.len, &p->opts) != 0) {
+    char why[512];
+    snprintf(why, sizeof why, "initializer failed: %s", lua_tostring(L, -1));
+    break_pool(p, why);
+  } else {
+    lf_future *f;
+    while ((f = next_task(p)) != NULL) {
+      if (lf_future_set_running(f) == 1) {
+        lf_buf out = LF_BUF_INIT;
+        int failed = lf_worker_run(L, f->kind, f->call.data, f->call.len,
+                                   &out, &p->opts);
+        lf_future_finish(f, &out, failed);
+        lf_buf_free(&out);
+      }
+      lf_future_release(f);
+    }
+  }
+  if (L != NULL) lua_close(L);
+  lf_lock(&p->mu);
+  p->nlive--;
+  if (p->nlive == 0) lf_broadcast(&p->exit_cv);
+  lf_unlock(&p->mu);
+  return NULL;
+}
+
+static int pool_submit(lf_executor *ex, lf_future *f) {
+  lf_pool *p = (lf_pool *)ex;
+  lf_lock(&p->mu);
+  if (p->base.broken) { lf_unlock(&p->mu); return LF_SUBMIT_BROKEN; }
+  if (p->shutdown) { lf_unlock(&p->mu); return LF_SUBMIT_SHUTDOWN; }
+  int start = 0;
+  if (p->idle > p->wakeups) {
+    p->wakeups++;
+    lf_signal(&p->work_cv);
+  } else if (p->nthreads < p->max_workers) {
+    start = 1;
+  }
+  if (start) {
+    /* Started under the lock so that shutdown and join see every thread. */
+    pthread_attr_t attr;
+    LF_CHECK(pthread_attr_init(&attr));
+    /* Lua's C stack needs (LUAI_MAXCCALLS = 200 levels): 1 MB is plenty
+    ** and keeps an idle worker's footprint small. */
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    int rc = pthread_create(&p->threads[p->nthreads], &attr, worker_main, p);
+    LF_CHECK(pthread_attr_destroy(&attr));
+    if (rc == 0) {
+      p->nthreads++;
+      p->nlive++;
+    } else if (p->nthreads == 0) {
+      lf_unlock(&p->mu);
+      return LF_SUBMIT_NOMEM;   /* no worker at all to run it */
+    }
+  }
+  lf_future_retain(f);
+  f->next_queued = NULL;
+  if (p->tail) p->tail->next_queued = f; else p->head = f;
+  p->tail = f;
+  p->queued++;
+  lf_unlock(&p->mu);
+  return LF_SUBMIT_OK;
+}
+
+static void pool_shutdown(lf_executor *ex, int cancel) {
+  lf_pool *p = (lf_pool *)ex;
+  lf_future *q = NULL;
+  lf_lock(&p->mu);
+  p->shutdown = 1;
+  if (cancel) q = take_queue_locked(p);
+  lf_broadcast(&p->work_cv);
+  lf_unlock(&p->mu);
+  cancel_futures(q);
+}
+
+static int pool_join(lf_executor *ex, double until) {
+  lf_pool *p = (lf_pool *)ex;
+  lf_lock(&p->mu);
+  while (p->nlive > 0) {
+    if (lf_cond_wait_until(&p->exit_cv, &p->mu, until) == ETIMEDOUT) break;
+  }
+  int all = p->nlive == 0;
+  int n = p->nthreads;
+  if (all) p->nthreads = 0;
+  lf_unlock(&p->mu);
+  if (all) {
+    for (int i = 0; i < n; i++) LF_CHECK(pthread_join(p->threads[i], NULL));
+  }
+  return all;
+}
+
+static void pool_describe(lf_executor *ex, char *buf, size_t size) {
+  lf_pool *p = (lf_pool *)ex;
+  lf_lock(&p->mu);
+  snprintf(buf, size, "%d/%d workers, %zu queued%s", p->nlive, p->max_workers,
+           p->queued, p->base.broken ? ", broken"
+                      : p->shutdown ? ", shut down" : "");
+  lf_unlock(&p->mu);
+}
+
+static void pool_destroy(lf_executor *ex) {
+  lf_pool *p = (lf_pool *)ex;
+  cancel_futures(take_queue_locked(p));
+  lf_buf_free(&p->init);
+  free(p->threads);
+  free(p->path);
+  free(p->cpath);
+  free(p->base.broken);
+  LF_CHECK(pthread_mutex_destroy(&p->mu));
+  LF_CHECK(pthread_cond_destroy(&p->work_cv));
+  LF_CHECK(pthread_cond_destroy(&p->exit_cv));
+  free(p);
+}
+
+static const lf_executor_ops pool_ops = {
+  "ThreadPoolExecutor", "BrokenThreadPool", 1,
+  pool_submit, pool_shutdown, pool_join, pool_describe, pool_destroy,
+};
+
+lf_executor *lf_thread_pool_new(int max_workers, const char *name,
+                                 lf_buf *init, const char *path,
+                                 const char *cpath) {
+  lf_pool *p = calloc(1, sizeof *p);
+  if (p == NULL) return NULL;
+  p->threads = calloc((size_t)max_workers, sizeof *p->threads);
+  p->path = path ? strdup(path) : NULL;
+  p->cpath = cpath ? strdup(cpath) : NULL;
+  if (p->threads == NULL || (path && !p->path) || (cpath && !p->cpath)) {
+    free(p->threads); free(p->path); free(p->cpath); free(p);
+    return NULL;
+  }
+  p->base.ops = &pool_ops;
+  atomic_init(&p->base.refs, 1);
+  LF_CHECK(pthread_mutex_init(&p->mu, NULL));
+  lf_cond_init(&p->work_cv);
+  lf_cond_init(&p->exit_cv);
+  p->max_workers = max_workers;
+  if (name) snprintf(p->name, sizeof p->name, "%s", name);
+  p->opts = lf_codec_defaults;
+  p->opts.in_process = 1;
+  p->init = *init;
+  memset(init, 0, sizeof *init);
+  return &p->base;
+}

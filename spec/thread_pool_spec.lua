@@ -2,7 +2,7 @@
 local futures = require "futures"
 local helpers = require "support.helpers"
 
-require("support.executor_contract")("ThreadPoolExecutor", futures.ThreadPoolExecutor)
+require("support.executor_contract")("ThreadPoolExecutor", futures.ThreadPoolExecutor, _ENV)
 
 describe("ThreadPoolExecutor", function()
   local base_threads

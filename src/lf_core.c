@@ -194,6 +194,14 @@ static void open_ctx(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
 }
 
+void lf_open_core(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY) == LUA_TNIL) {
+    luaL_requiref(L, "futures.core", luaopen_futures_core, 0);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
 lf_ctx *lf_getctx(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY) != LUA_TUSERDATA) {
     lua_pop(L, 1);

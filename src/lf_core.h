@@ -47,6 +47,10 @@ typedef struct lf_ctx {
   size_t nowned, capowned;
 } lf_ctx;
 
+/* Open futures.core in L if it was not (its metatables are then
+** registered), as require would. [-0,+0,e] */
+void lf_open_core(lua_State *L);
+
 /* This state's context, or raises if futures.core was never opened in it
 ** (it is opened on demand). [-0,+0,e] */
 lf_ctx *lf_getctx(lua_State *L);

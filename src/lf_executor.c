@@ -9,6 +9,8 @@
 */
 #include "lf_executor.h"
 
+_Thread_local lf_executor *lf_current_executor = NULL;
+
 void lf_executor_retain(lf_executor *ex) {
   atomic_fetch_add_explicit(&ex->refs, 1, memory_order_relaxed);
 }

@@ -55,6 +55,9 @@ struct lf_executor {
                                  back-end's mutex), or NULL */
 };
 
+/* The executor whose worker the calling thread is, or NULL. */
+extern _Thread_local lf_executor *lf_current_executor;
+
 void lf_executor_retain(lf_executor *ex);
 /* Drops a reference; when only the owner's is left, shuts it down. */
 void lf_executor_release(lf_executor *ex);

@@ -35,6 +35,7 @@ static const lf_handle_kind executor_kind = {
 };
 
 void lf_push_executor(lua_State *L, lf_executor *ex) {
+  lf_open_core(L);   /* a worker state may not have opened the module yet */
   lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, LF_EXECUTOR_MT);
@@ -128,6 +129,9 @@ static int executor_shutdown(lua_State *L) {
   int cancel = lua_toboolean(L, 3);
   lf_run_callbacks(L);
   ex->ops->shutdown(ex, cancel);
+  if (wait && lf_current_executor == ex)
+    return luaL_error(L, "a worker cannot wait for the shutdown of its own "
+                         "pool (use shutdown{ wait = false })");
   if (wait) {
     lf_intr intr;
     lf_intr_begin(L, &intr);
@@ -147,7 +151,7 @@ static int executor_close(lua_State *L) {
 static const luaL_Reg executor_methods[] = {
   {"submit", executor_submit},
   {"_submit_chunk", executor_submit_chunk},
-  {"shutdown", executor_shutdown},
+  {"_shutdown", executor_shutdown},   /* the Lua side wraps it: shutdown */
   {NULL, NULL}
 };
 

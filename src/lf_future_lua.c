@@ -162,15 +162,16 @@ static int future_result(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   double timeout = lf_opt_timeout(L, 2);
   push_outcome(L, 1, f, timeout);
-  if (lua_getfield(L, -1, "failed") == LUA_TBOOLEAN) {
-    lua_rawgeti(L, -2, 1);
+  int t = lua_gettop(L);
+  if (lua_getfield(L, t, "failed") == LUA_TBOOLEAN) {
+    lua_rawgeti(L, t, 1);
     return lua_error(L);
   }
-  lua_getfield(L, -2, "n");
+  lua_getfield(L, t, "n");
   int n = (int)lua_tointeger(L, -1);
-  lua_settop(L, 3);
+  lua_settop(L, t);
   luaL_checkstack(L, n, "too many results");
-  for (int i = 1; i <= n; i++) lua_rawgeti(L, 3, i);
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, t, i);
   return n;
 }
 

@@ -4,10 +4,10 @@
 **
 ** Threads: submit and shutdown run on any thread (the submitter may be a
 ** task of this very pool); each worker thread runs worker_main; join runs on
-** the owner's thread. pool->mu guards every field below it in lf_pool. A
-** future's mutex is taken with pool->mu held only in shutdown's cancel pass
-** (order: pool, then future); workers never hold pool->mu while they run a
-** task or touch a future.
+** the owner's thread. pool->mu guards every field below it in lf_pool.
+** Lock order: pool->mu, then a future's mutex (a worker completes its task
+** under pool->mu, see next_task); nobody takes pool->mu while holding a
+** future's. Workers never hold pool->mu while they run a task.
 **
 ** Wake-ups: `idle` counts workers blocked on work_cv and `wakeups` the
 ** signals sent to them not yet consumed. submit signals only when an idle
@@ -108,9 +108,17 @@ static void fail_futures(lf_future *q, const char *type, const char *msg,
   if (L != NULL) lua_close(L);
 }
 
-/* Take the next task, or NULL when the worker should exit. */
-static lf_future *next_task(lf_pool *p) {
+/* Complete `done` (the task just run, if any) and take the next task, or
+** NULL when the worker should exit. The completion happens under the pool's
+** lock, so that whoever sees the result and submits again finds this worker
+** idle (or busy with a queued task) rather than starting another thread. */
+static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
+                            int failed) {
   lf_lock(&p->mu);
+  if (done != NULL) {
+    lf_future_finish(done, out, failed);
+    lf_future_release(done);
+  }
   for (;;) {
     lf_future *f = p->head;
     if (f != NULL && p->base.broken == NULL) {
@@ -132,6 +140,7 @@ static lf_future *next_task(lf_pool *p) {
 
 static void *worker_main(void *arg) {
   lf_pool *p = arg;
+  lf_current_executor = &p->base;
   /* Signals go to the main thread: Ctrl-C must reach the interpreter. */
   sigset_t all;
   sigfillset(&all);
@@ -147,17 +156,17 @@ static void *worker_main(void *arg) {
     snprintf(why, sizeof why, "initializer failed: %s", lua_tostring(L, -1));
     break_pool(p, why);
   } else {
-    lf_future *f;
-    while ((f = next_task(p)) != NULL) {
-      if (lf_future_set_running(f) == 1) {
-        lf_buf out = LF_BUF_INIT;
-        int failed = lf_worker_run(L, f->kind, f->call.data, f->call.len,
-                                   &out, &p->opts);
-        lf_future_finish(f, &out, failed);
-        lf_buf_free(&out);
-      }
-      lf_future_release(f);
+    lf_future *f = NULL;
+    lf_buf out = LF_BUF_INIT;
+    int failed = 0;
+    while ((f = next_task(p, f, &out, failed)) != NULL) {
+      lf_buf_free(&out);   /* left over only if the future was done already */
+      failed = 0;
+      if (lf_future_set_running(f) == 1)
+        failed = lf_worker_run(L, f->kind, f->call.data, f->call.len, &out,
+                               &p->opts);
     }
+    lf_buf_free(&out);
   }
   if (L != NULL) lua_close(L);
   lf_lock(&p->mu);
@@ -183,9 +192,10 @@ static int pool_submit(lf_executor *ex, lf_future *f) {
     /* Started under the lock so that shutdown and join see every thread. */
     pthread_attr_t attr;
     LF_CHECK(pthread_attr_init(&attr));
-    /* Lua's C stack needs (LUAI_MAXCCALLS = 200 levels): 1 MB is plenty
-    ** and keeps an idle worker's footprint small. */
-    pthread_attr_setstacksize(&attr, 1 << 20);
+    /* Lua bounds its C recursion (LUAI_MAXCCALLS = 200 levels); 4 MB of
+    ** address space covers that with C modules' own frames. Only touched
+    ** pages cost memory. */
+    pthread_attr_setstacksize(&attr, (size_t)4 << 20);
     int rc = pthread_create(&p->threads[p->nthreads], &attr, worker_main, p);
     LF_CHECK(pthread_attr_destroy(&attr));
     if (rc == 0) {
@@ -223,12 +233,14 @@ static int pool_join(lf_executor *ex, double until) {
     if (lf_cond_wait_until(&p->exit_cv, &p->mu, until) == ETIMEDOUT) break;
   }
   int all = p->nlive == 0;
-  int n = p->nthreads;
-  if (all) p->nthreads = 0;
-  lf_unlock(&p->mu);
   if (all) {
-    for (int i = 0; i < n; i++) LF_CHECK(pthread_join(p->threads[i], NULL));
+    /* Joined under the lock, so that two joiners never join one thread
+    ** twice; exited workers no longer need the lock. */
+    for (int i = 0; i < p->nthreads; i++)
+      LF_CHECK(pthread_join(p->threads[i], NULL));
+    p->nthreads = 0;
   }
+  lf_unlock(&p->mu);
   return all;
 }
 

@@ -68,7 +68,6 @@ end
 ---------------------------------------------------------------- executors
 
 local methods = core.executor_methods
-local c_shutdown = methods.shutdown
 
 --- ex:shutdown{ wait = true, cancel_futures = false } (or ex:shutdown(wait))
 function methods:shutdown(opts)
@@ -80,7 +79,7 @@ function methods:shutdown(opts)
   elseif opts ~= nil then
     wait = not not opts
   end
-  return c_shutdown(self, wait, cancel)
+  return self:_shutdown(wait, cancel)
 end
 
 local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true }

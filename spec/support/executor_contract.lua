@@ -1,11 +1,13 @@
 -- The behaviour every executor shares (ThreadPoolExecutor and
 -- ProcessPoolExecutor): written once, run against each by their specs.
--- usage: require("support.executor_contract")("ThreadPoolExecutor", make)
--- where make(opts) returns a new executor.
+-- usage: require("support.executor_contract")("ThreadPoolExecutor", make, _ENV)
+-- where make(opts) returns a new executor, and _ENV is the spec file's
+-- environment (busted's describe, it and assert live there).
 local futures = require "futures"
 local helpers = require "support.helpers"
 
-return function(name, make)
+return function(name, make, env)
+  local describe, it, assert = env.describe, env.it, env.assert
   describe(name .. " (common executor behaviour)", function()
     it("runs a submitted function and returns all its values", function()
       local ex <close> = make(2)
@@ -34,7 +36,7 @@ return function(name, make)
       local f = ex:submit(function() error("bad thing") end)
       local err = helpers.error_of(f.result, f, 10)
       assert.equals("string", type(err))
-      assert.matches("_spec%.lua:%d+: bad thing$", err)
+      assert.matches("executor_contract%.lua:%d+: bad thing$", err)
       assert.matches("bad thing", err)
     end)
 
@@ -171,7 +173,7 @@ return function(name, make)
       for i = 1, 5 do queued[i] = ex:submit(function() return i end) end
       ex:shutdown { wait = true, cancel_futures = true }
       assert.is_true(slow:done())
-      for i = 1, 5 do assert.is_true(queued[i]:cancelled()) end
+      for i = 1, 5 do assert.is_true(queued[i]:cancelled(), tostring(queued[i]) .. " " .. tostring(slow)) end
     end)
 
     it("runs the initializer once per worker, before its tasks", function()

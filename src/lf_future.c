@@ -22,6 +22,7 @@ lf_future *lf_future_new(void) {
   if (f == NULL) return NULL;
   LF_CHECK(pthread_mutex_init(&f->mu, NULL));
   atomic_init(&f->refs, 1);
+  atomic_init(&f->done, 0);
   f->state = LF_PENDING;
   return f;
 }
@@ -60,18 +61,20 @@ int lf_future_done(lf_future *f) {
   return s == LF_CANCELLED || s == LF_FINISHED;
 }
 
+int lf_future_spin(lf_future *f, double seconds) {
+  double until = lf_now() + seconds;
+  for (unsigned i = 1;; i++) {
+    if (atomic_load_explicit(&f->done, memory_order_acquire)) return 1;
+    if ((i & 63) == 0 && lf_now() >= until) return 0;
+    lf_cpu_relax();
+  }
+}
+
 /* Announce completion to every waiter and inbox. Called with f->mu held,
 ** right after the state became CANCELLED or FINISHED. */
 static void notify_locked(lf_future *f) {
-  for (lf_waitnode *n = f->waiters; n != NULL; n = n->next) {
-    lf_waiter *w = n->waiter;
-    n->linked = 0;
-    lf_lock(&w->mu);
-    w->done[w->ndone++] = f;
-    lf_signal(&w->cv);
-    lf_unlock(&w->mu);
-  }
-  f->waiters = NULL;
+  /* Inboxes first, waiters next, the done flag last: whoever learns that f
+  ** is done (by waking or by spinning) then finds its callbacks queued. */
   lf_inboxnode *n = f->inboxes;
   f->inboxes = NULL;
   while (n != NULL) {
@@ -94,6 +97,16 @@ static void notify_locked(lf_future *f) {
     }
     n = next;
   }
+  for (lf_waitnode *w = f->waiters; w != NULL; w = w->next) {
+    lf_waiter *wt = w->waiter;
+    w->linked = 0;
+    lf_lock(&wt->mu);
+    wt->done[wt->ndone++] = f;
+    lf_signal(&wt->cv);
+    lf_unlock(&wt->mu);
+  }
+  f->waiters = NULL;
+  atomic_store_explicit(&f->done, 1, memory_order_release);
 }
 
 int lf_future_cancel(lf_future *f) {

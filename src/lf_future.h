@@ -77,6 +77,8 @@ struct lf_future {
   pthread_mutex_t mu;
   atomic_int refs;
   lf_fstate state;
+  atomic_int done;         /* 1 once CANCELLED or FINISHED: read without the
+                              lock by a waiter that spins before it blocks */
   int failed;              /* FINISHED with an error */
   lf_buf result;           /* values, or (error, traceback) when failed */
   lf_waitnode *waiters;    /* a doubly-linked list of registrations */
@@ -95,6 +97,8 @@ void lf_future_release(lf_future *f);
 
 lf_fstate lf_future_state(lf_future *f);   /* a snapshot */
 int lf_future_done(lf_future *f);          /* CANCELLED or FINISHED */
+/* Spin up to `seconds` for f to be done; 1 if it is. No lock taken. */
+int lf_future_spin(lf_future *f, double seconds);
 
 /* PENDING -> CANCELLED (notifies) and returns 1; CANCELLED returns 1;
 ** RUNNING or FINISHED return 0. */

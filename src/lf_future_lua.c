@@ -92,7 +92,9 @@ static int future_eq(lua_State *L) {
 /* Wait until f is done or `timeout` seconds (negative: no limit) pass.
 ** Returns 1 when done. Interruptible. [-0,+0,v] */
 int lf_future_wait(lua_State *L, lf_future *f, double timeout) {
-  if (lf_future_done(f)) return 1;
+  if (lf_future_spin(f, timeout >= 0 && timeout < LF_SPIN_WAITER
+                            ? timeout : LF_SPIN_WAITER))
+    return 1;
   lf_intr intr;
   lf_intr_begin(L, &intr);
   lf_waiter w;

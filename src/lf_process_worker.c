@@ -1,8 +1,302 @@
-/* lf_process_worker.c — placeholder until the process pool lands. */
+/*
+** lf_process_worker.c — `lua-futures --lf-worker`: a worker process of a
+** ProcessPoolExecutor. It reads an INIT frame (package.path and cpath, the
+** initializer), builds its lua_State, then runs TASK frames one at a time
+** and answers each with a RESULT frame, until end-of-file on its socket.
+** The frames are described in lf_process_pool.h. Interpreter-only: the
+** module's core.so never contains it.
+**
+** Threads: the main thread does all of the above and owns the lua_State. A
+** watchdog thread only waits for the host to hang up (POLLRDHUP on the
+** socket): if a task or the initializer is running then, it ends the
+** process at once, because the main thread is busy in Lua and would notice
+** only at its next read, maybe hours later. `busy` and `host_gone` are the
+** two flags they share (sequentially consistent atomics: whichever of the
+** two threads acts second sees the other's flag).
+**
+** Ownership: the read buffer, the state and each task's encoded outcome
+** belong to the main thread; the outcome is freed once it is written.
+*/
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "lf_common.h"
+#include "lf_core.h"
 #include "lf_process.h"
-int lf_process_worker_main(int argc, char **argv) {
-  (void)argc; (void)argv;
-  fputs("lua-futures: worker mode is not available in this build\n", stderr);
+#include "lf_process_pool.h"
+#include "lf_worker.h"
+
+#define EXIT_PROTOCOL 3   /* the host sent something we do not understand */
+
+static atomic_int busy;        /* a task or the initializer is running */
+static atomic_int host_gone;   /* the watchdog saw the host hang up */
+
+static void *watchdog_main(void *arg) {
+  (void)arg;
+  struct pollfd pfd = { LF_PROC_FD, POLLRDHUP, 0 };
+  for (;;) {
+    if (poll(&pfd, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      return NULL;
+    }
+    if (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) break;
+  }
+  atomic_store(&host_gone, 1);
+  if (atomic_load(&busy)) _exit(1);
+  return NULL;   /* idle: the main thread reads end-of-file and exits */
+}
+
+/* Mark the worker busy; if the host is already gone, stop here. */
+static void begin_busy(void) {
+  atomic_store(&busy, 1);
+  if (atomic_load(&host_gone)) _exit(1);
+}
+
+static void start_watchdog(void) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);   /* inherited by the watchdog */
+  pthread_attr_t attr;
+  pthread_t t;
+  LF_CHECK(pthread_attr_init(&attr));
+  pthread_attr_setstacksize(&attr, (size_t)64 << 10);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&t, &attr, watchdog_main, NULL);
+  LF_CHECK(pthread_attr_destroy(&attr));
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  /* Without a watchdog the worker still exits at its next read once the
+  ** host is gone; only a long task would outlive the host. */
+  (void)rc;
+}
+
+/* ---- frames ---- */
+
+typedef struct rbuf {
+  unsigned char *data;
+  size_t cap, start, end;   /* unread bytes are data[start..end) */
+  size_t consumed;          /* bytes of the frame returned last time */
+} rbuf;
+
+#define RBUF_SMALL ((size_t)64 << 10)
+
+/* Make at least `need` unread bytes available. Returns 1, 0 at end-of-file
+** before any byte of them, -1 on a short read or an error. */
+static int rbuf_fill(rbuf *rb, size_t need) {
+  while (rb->end - rb->start < need) {
+    if (rb->cap - rb->start < need) {
+      memmove(rb->data, rb->data + rb->start, rb->end - rb->start);
+      rb->end -= rb->start;
+      rb->start = 0;
+      if (rb->cap < need) {
+        unsigned char *d = realloc(rb->data, need);
+        if (d == NULL) return -1;
+        rb->data = d;
+        rb->cap = need;
+      }
+    }
+    ssize_t n = read(LF_PROC_FD, rb->data + rb->end, rb->cap - rb->end);
+    if (n == 0) return rb->end == rb->start ? 0 : -1;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    rb->end += (size_t)n;
+  }
   return 1;
+}
+
+/* Read the next frame; its payload stays valid until the next call.
+** Returns 1, 0 at end-of-file, -1 on error. */
+static int read_frame(rbuf *rb, lf_frame *fr, unsigned char **payload) {
+  rb->start += rb->consumed;
+  rb->consumed = 0;
+  if (rb->start == rb->end) {
+    rb->start = rb->end = 0;
+    if (rb->cap > 4 * RBUF_SMALL) {   /* do not keep a big task's buffer */
+      free(rb->data);
+      rb->data = NULL;
+      rb->cap = 0;
+    }
+  }
+  if (rb->data == NULL) {
+    rb->data = malloc(RBUF_SMALL);
+    if (rb->data == NULL) return -1;
+    rb->cap = RBUF_SMALL;
+  }
+  int rc = rbuf_fill(rb, LF_PROC_HDR);
+  if (rc <= 0) return rc;
+  if (lf_frame_unpack(rb->data + rb->start, fr) != 0) return -1;
+  if ((uint64_t)SIZE_MAX - LF_PROC_HDR < fr->len) return -1;
+  size_t total = LF_PROC_HDR + (size_t)fr->len;
+  if (rbuf_fill(rb, total) != 1) return -1;
+  *payload = rb->data + rb->start + LF_PROC_HDR;
+  rb->consumed = total;
+  return 1;
+}
+
+/* Write a whole frame. A host that went away ends the worker. */
+static void send_frame(unsigned type, unsigned flag, uint32_t id,
+                       const void *data, size_t len) {
+  unsigned char h[LF_PROC_HDR];
+  lf_frame_pack(h, type, flag, id, len);
+  struct iovec iov[2] = { { h, LF_PROC_HDR }, { (void *)data, len } };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = iov;
+  msg.msg_iovlen = len > 0 ? 2 : 1;
+  while (msg.msg_iovlen > 0) {
+    ssize_t n = sendmsg(LF_PROC_FD, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      _exit(0);   /* nobody is listening any more */
+    }
+    size_t left = (size_t)n;
+    while (msg.msg_iovlen > 0 && left >= msg.msg_iov->iov_len) {
+      left -= msg.msg_iov->iov_len;
+      msg.msg_iov++;
+      msg.msg_iovlen--;
+    }
+    if (msg.msg_iovlen > 0) {
+      msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + left;
+      msg.msg_iov->iov_len -= left;
+    }
+  }
+}
+
+static void init_failed(const char *msg) {
+  send_frame(LF_FRAME_INIT_FAILED, 0, 0, msg, strlen(msg));
+  exit(EXIT_PROTOCOL);
+}
+
+/* Take one u32-prefixed string of INIT; *s is NULL for an absent one. The
+** bytes are copied so that they can be passed on as C strings. Returns 0,
+** or -1 when the payload is too short. */
+static int take_string(const unsigned char **p, const unsigned char *end,
+                       char **s) {
+  uint32_t n;
+  *s = NULL;
+  if (end - *p < 4) return -1;
+  memcpy(&n, *p, 4);
+  *p += 4;
+  if (n == LF_PROC_NOSTR) return 0;
+  if ((size_t)(end - *p) < n) return -1;
+  *s = malloc((size_t)n + 1);
+  if (*s == NULL) return -1;
+  memcpy(*s, *p, n);
+  (*s)[n] = '\0';
+  *p += n;
+  return 0;
+}
+
+/* Reads INIT, builds the state and runs the initializer; answers READY or
+** INIT_FAILED (and exits). */
+static lua_State *start(rbuf *rb, const lf_codec_opts *opts) {
+  lf_frame fr;
+  unsigned char *payload;
+  if (read_frame(rb, &fr, &payload) != 1 || fr.type != LF_FRAME_INIT)
+    exit(EXIT_PROTOCOL);
+  const unsigned char *p = payload, *end = payload + fr.len;
+  uint32_t proto;
+  char *version = NULL, *path = NULL, *cpath = NULL;
+  if (end - p < 4) init_failed("malformed INIT frame");
+  memcpy(&proto, p, 4);
+  p += 4;
+  if (proto != LF_PROC_PROTO || take_string(&p, end, &version) != 0 ||
+      version == NULL || strcmp(version, LF_VERSION) != 0) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "the worker interpreter is lua-futures "
+             LF_VERSION " (protocol %u) but the pool is %s (protocol %u)",
+             LF_PROC_PROTO, version ? version : "?", (unsigned)proto);
+    init_failed(msg);
+  }
+  if (take_string(&p, end, &path) != 0 || take_string(&p, end, &cpath) != 0)
+    init_failed("malformed INIT frame");
+  lua_State *L = lf_new_state(path, cpath);
+  free(version);
+  free(path);
+  free(cpath);
+  if (L == NULL) init_failed("not enough memory to start a worker");
+  if (p < end) {
+    begin_busy();
+    if (lf_worker_init(L, p, (size_t)(end - p), opts) != 0) {
+      const char *why = lua_tostring(L, -1);
+      char msg[1024];
+      snprintf(msg, sizeof msg, "initializer failed: %s", why ? why : "?");
+      init_failed(msg);
+    }
+    atomic_store(&busy, 0);
+  }
+  fflush(stdout);
+  send_frame(LF_FRAME_READY, 0, 0, NULL, 0);
+  return L;
+}
+
+/* An outcome too big for a frame is replaced by an error saying so. */
+static int check_size(lua_State *L, lf_buf *out, const lf_codec_opts *opts) {
+  if ((uint64_t)out->len <= LF_PROC_FRAME_MAX) return -1;
+  size_t len = out->len;
+  lf_buf_free(out);
+  lua_pushfstring(L, "the task's outcome is too large to send (%I bytes)",
+                  (lua_Integer)len);
+  lua_pushliteral(L, "");
+  lf_encode(L, -2, 2, "error", 1, out, opts);
+  lua_pop(L, 2);
+  return 1;
+}
+
+int lf_process_worker_main(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  struct stat st;
+  if (fstat(LF_PROC_FD, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    fputs("lua-futures: " LF_WORKER_FLAG " is the worker mode of process "
+          "pools; a ProcessPoolExecutor starts it, not a user\n", stderr);
+    return 2;
+  }
+  /* Processes that tasks start must not keep the host's socket open. */
+  fcntl(LF_PROC_FD, F_SETFD, FD_CLOEXEC);
+  start_watchdog();
+
+  lf_codec_opts opts = lf_codec_defaults;
+  opts.in_process = 0;   /* shared handles cannot leave this process */
+  rbuf rb = { NULL, 0, 0, 0, 0 };
+  lua_State *L = start(&rb, &opts);
+  int status = 0;
+  for (;;) {
+    lf_frame fr;
+    unsigned char *payload;
+    int rc = read_frame(&rb, &fr, &payload);
+    if (rc == 0) break;   /* the host asks us to exit */
+    if (rc < 0 || fr.type != LF_FRAME_TASK ||
+        (fr.flag != LF_TASK_CALL && fr.flag != LF_TASK_CHUNK)) {
+      status = EXIT_PROTOCOL;
+      break;
+    }
+    begin_busy();
+    lf_buf out = LF_BUF_INIT;
+    int failed = lf_worker_run(L, (lf_taskkind)fr.flag, payload,
+                               (size_t)fr.len, &out, &opts);
+    if (check_size(L, &out, &opts) > 0) failed = 1;
+    fflush(stdout);   /* what the task printed comes before its result */
+    send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);
+    lf_buf_free(&out);
+    atomic_store(&busy, 0);
+  }
+  free(rb.data);
+  lua_close(L);
+  return status;
 }

@@ -9,11 +9,13 @@
 ** under pool->mu, see next_task); nobody takes pool->mu while holding a
 ** future's. Workers never hold pool->mu while they run a task.
 **
-** Wake-ups: `idle` counts workers blocked on work_cv and `wakeups` the
-** signals sent to them not yet consumed. submit signals only when an idle
-** worker has no wake-up on its way, so a busy pool takes queued tasks with
-** no system call at all; a worker checks the queue under the mutex before it
-** sleeps, so no task is ever stranded.
+** Wake-ups: a worker that finds the queue empty first spins for
+** LF_SPIN_WORKER watching `queued` (counted in `spinning`), then blocks on
+** work_cv (counted in `idle`). submit gives a task to a spinning worker
+** without a signal (`spin_claims`), else signals only when an idle worker
+** has no wake-up on its way (`wakeups`), else starts a thread; so a busy
+** pool takes queued tasks with no system call at all. A worker re-checks the
+** queue under the mutex before it sleeps, so no task is ever stranded.
 **
 ** Ownership: the queue holds one reference to each queued future; the worker
 ** that dequeues it takes that reference over and drops it when done. Workers
@@ -37,11 +39,13 @@ typedef struct lf_pool {
   pthread_cond_t work_cv;     /* idle workers wait here */
   pthread_cond_t exit_cv;     /* join waits here for nlive == 0 */
   lf_future *head, *tail;     /* the queue */
-  size_t queued;
+  atomic_size_t queued;       /* also read, without the lock, by spinners */
   int max_workers;
   int nthreads;               /* started (and not yet joined) */
   int nlive;                  /* started and not yet exited */
   int idle, wakeups;
+  int spinning, spin_claims;  /* workers watching the queue; tasks queued
+                                 for them (no signal needed) */
   int shutdown;
   pthread_t *threads;         /* [max_workers] */
   /* Read-only once the pool exists: */
@@ -56,7 +60,7 @@ typedef struct lf_pool {
 static lf_future *take_queue_locked(lf_pool *p) {
   lf_future *q = p->head;
   p->head = p->tail = NULL;
-  p->queued = 0;
+  atomic_store_explicit(&p->queued, 0, memory_order_relaxed);
   return q;
 }
 
@@ -114,6 +118,7 @@ static void fail_futures(lf_future *q, const char *type, const char *msg,
 ** idle (or busy with a queued task) rather than starting another thread. */
 static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
                             int failed) {
+  int spun = 0;
   lf_lock(&p->mu);
   if (done != NULL) {
     lf_future_finish(done, out, failed);
@@ -124,11 +129,28 @@ static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
     if (f != NULL && p->base.broken == NULL) {
       p->head = f->next_queued;
       if (p->head == NULL) p->tail = NULL;
-      p->queued--;
+      atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
       lf_unlock(&p->mu);
       return f;
     }
     if (p->shutdown || p->base.broken != NULL) break;
+    if (!spun) {
+      /* Watch the queue a little before sleeping: a task that arrives now
+      ** is taken without a futex wake on either side. */
+      spun = 1;
+      p->spinning++;
+      lf_unlock(&p->mu);
+      double until = lf_now() + LF_SPIN_WORKER;
+      for (unsigned i = 1;; i++) {
+        if (atomic_load_explicit(&p->queued, memory_order_acquire) > 0) break;
+        if ((i & 63) == 0 && lf_now() >= until) break;
+        lf_cpu_relax();
+      }
+      lf_lock(&p->mu);
+      p->spinning--;
+      if (p->spin_claims > p->spinning) p->spin_claims = p->spinning;
+      continue;
+    }
     p->idle++;
     LF_CHECK(pthread_cond_wait(&p->work_cv, &p->mu));
     p->idle--;
@@ -182,7 +204,9 @@ static int pool_submit(lf_executor *ex, lf_future *f) {
   if (p->base.broken) { lf_unlock(&p->mu); return LF_SUBMIT_BROKEN; }
   if (p->shutdown) { lf_unlock(&p->mu); return LF_SUBMIT_SHUTDOWN; }
   int start = 0;
-  if (p->idle > p->wakeups) {
+  if (p->spinning > p->spin_claims) {
+    p->spin_claims++;   /* a spinning worker will see it: no system call */
+  } else if (p->idle > p->wakeups) {
     p->wakeups++;
     lf_signal(&p->work_cv);
   } else if (p->nthreads < p->max_workers) {
@@ -210,7 +234,7 @@ static int pool_submit(lf_executor *ex, lf_future *f) {
   f->next_queued = NULL;
   if (p->tail) p->tail->next_queued = f; else p->head = f;
   p->tail = f;
-  p->queued++;
+  atomic_fetch_add_explicit(&p->queued, 1, memory_order_release);
   lf_unlock(&p->mu);
   return LF_SUBMIT_OK;
 }
@@ -248,7 +272,7 @@ static void pool_describe(lf_executor *ex, char *buf, size_t size) {
   lf_pool *p = (lf_pool *)ex;
   lf_lock(&p->mu);
   snprintf(buf, size, "%d/%d workers, %zu queued%s", p->nlive, p->max_workers,
-           p->queued, p->base.broken ? ", broken"
+           (size_t)atomic_load(&p->queued), p->base.broken ? ", broken"
                       : p->shutdown ? ", shut down" : "");
   lf_unlock(&p->mu);
 }

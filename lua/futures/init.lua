@@ -160,14 +160,13 @@ function methods:map(fn, ...)
       local chunk, k = {}, 0
       local want = math.min(chunksize, count - added)
       while k < want do
-        local item = {}
+        local base = k * m
         for s = 1, m do
           local v = sources[s]()
           if v == nil then exhausted = true; break end
-          item[s] = v
+          chunk[base + s] = v
         end
-        if exhausted then break end
-        for s = 1, m do chunk[k * m + s] = item[s] end
+        if exhausted then break end   -- a partial item stays past k * m
         k = k + 1
       end
       if k == 0 then break end
@@ -270,5 +269,7 @@ function futures.as_completed(fs, timeout)
   end
   return next_done, nil, nil, waiter
 end
+
+futures.progress = require "futures.progress"  -- issue 9: progress lines
 
 return futures

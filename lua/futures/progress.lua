@@ -34,7 +34,9 @@ local function is_terminal(stream)
 end
 
 local function duration(s)
+  if s < 10 then return ("%.1fs"):format(s) end
   s = math.floor(s + 0.5)
+  if s < 60 then return ("%ds"):format(s) end
   if s >= 3600 then
     return ("%d:%02d:%02d"):format(s // 3600, s % 3600 // 60, s % 60)
   end
@@ -80,7 +82,7 @@ function Line:text(now, final)
   elseif total and rate > 0 then
     when = "ETA " .. duration(math.max(total - count, 0) / rate)
   elseif total then
-    when = "ETA --:--"
+    when = "ETA --"
   else
     when = duration(elapsed) .. " elapsed"
   end

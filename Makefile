@@ -136,3 +136,18 @@ uninstall:
 	  $(DESTDIR)$(INSTALL_PC)/lua-futures.pc
 	-rmdir $(DESTDIR)$(INSTALL_CMOD)/futures $(DESTDIR)$(INSTALL_LMOD)/futures 2>/dev/null || true
 # ==== end of install, uninstall =============================================
+
+# ==== bench, bench-quick (bench/README.md) ==================================
+# bench: every workload, ours and Python's concurrent.futures interleaved,
+# median of 5; a few minutes; writes bench/results.json (and .md).
+# bench-quick: small sizes, 3 repetitions, under a minute; what CI runs so the
+# benchmark never rots; writes bench/results-quick.json.
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--compare old.json".
+BENCH_ARGS ?=
+
+bench: all
+	$(EXE) bench/run.lua $(BENCH_ARGS)
+
+bench-quick: all
+	$(EXE) bench/run.lua --quick $(BENCH_ARGS)
+# ==== end of bench, bench-quick =============================================

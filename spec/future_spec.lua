@@ -139,6 +139,18 @@ describe("Future", function()
     assert.equals(1, count())
   end)
 
+  it("runs hundreds of callbacks that call result() without deep recursion", function()
+    local fs, ran = {}, 0
+    for i = 1, 500 do
+      local f = futures.Future()
+      f:add_done_callback(function(g) ran = ran + g:result() end)
+      fs[i] = f
+    end
+    for i = 1, 500 do fs[i]:set_result(1) end
+    futures.poll()
+    assert.equals(500, ran)
+  end)
+
   it("rejects a negative or NaN timeout", function()
     local f = futures.Future()
     f:set_result(1)

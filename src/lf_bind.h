@@ -20,6 +20,6 @@ struct lf_executor;
 ** reaping the executors nobody can reach any more. [-0,+0,m] */
 void lf_own_executor(lua_State *L, struct lf_executor *ex);
 void lf_push_pending_callbacks(lua_State *L);   /* [-0,+1,-] */
-void lf_call_callback(lua_State *L);            /* [-2,+0,m] */
+void lf_call_callback(lua_State *L);            /* [-2,+0,-] */
 
 #endif

@@ -65,6 +65,7 @@ typedef struct lf_codec_opts {
 } lf_codec_opts;
 
 #define LF_CODEC_DEFAULT_DEPTH 200
+#define LF_CODEC_MAX_DEPTH 1000   /* the most max_depth may ask: C stack */
 extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1} */
 
 /* Encode the n values at stack indices first .. first+n-1 of L into *out

@@ -221,19 +221,35 @@ void lf_push_pending_callbacks(lua_State *L) {
   lua_remove(L, -2);
 }
 
+static int report_callback_error(lua_State *L) {
+  fprintf(stderr, "lua-futures: exception calling a done callback: %s\n",
+          luaL_tolstring(L, 1, NULL));
+  fflush(stderr);
+  return 0;
+}
+
 /* Calls fn (at -2) with the future (at -1) under pcall; reports an error
-** on stderr. [-2,+0,m] */
+** on stderr, itself protected (a __tostring may raise). Never raises.
+** [-2,+0,-] */
 void lf_call_callback(lua_State *L) {
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+  lua_pushcfunction(L, report_callback_error);
+  lua_insert(L, -2);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    fprintf(stderr, "lua-futures: exception calling a done callback: %s\n",
-            luaL_tolstring(L, -1, NULL));
-    fflush(stderr);
-    lua_pop(L, 2);
+    fputs("lua-futures: exception calling a done callback "
+          "(its error value could not be printed)\n", stderr);
+    lua_pop(L, 1);
   }
 }
 
 int lf_run_callbacks(lua_State *L) {
   lf_ctx *ctx = lf_getctx(L);
+  /* A callback that calls result() enters here again: the outer loop runs
+  ** everything, so the inner call returns at once (no deep recursion). */
+  if (ctx->draining || atomic_load_explicit(&ctx->inbox->pending,
+                                            memory_order_acquire) == 0)
+    return 0;
+  ctx->draining = 1;
   int ran = 0;
   lf_future *f;
   while ((f = lf_inbox_pop(ctx->inbox)) != NULL) {
@@ -241,7 +257,7 @@ int lf_run_callbacks(lua_State *L) {
     if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
       lua_pushnil(L);
       lua_rawsetp(L, -3, f);
-      lua_Integer n = luaL_len(L, -1);
+      lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
       for (lua_Integer i = 2; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         lua_rawgeti(L, -2, 1);
@@ -252,6 +268,7 @@ int lf_run_callbacks(lua_State *L) {
     lua_pop(L, 2);
     lf_future_release(f);
   }
+  ctx->draining = 0;
   return ran;
 }
 

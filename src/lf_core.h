@@ -45,6 +45,7 @@ typedef struct lf_ctx {
   lf_inbox *inbox;             /* futures with callbacks for this state */
   struct lf_executor **owned;  /* executors created in this state */
   size_t nowned, capowned;
+  int draining;                /* lf_run_callbacks is running */
 } lf_ctx;
 
 /* Open futures.core in L if it was not (its metatables are then

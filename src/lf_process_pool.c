@@ -1,3 +1,967 @@
-/* lf_process_pool.c — placeholder until the process pool lands. */
+/*
+** lf_process_pool.c — ProcessPoolExecutor: a queue of futures and up to
+** max_workers worker processes (bin/lua-futures --lf-worker, each with its
+** own lua_State), spoken to over one socketpair each with the frames of
+** lf_process_pool.h; and core.process_pool, its constructor, which finds
+** the interpreter the workers run.
+**
+** Threads: submit and shutdown run on any thread. A reader thread per pool,
+** started by the first submit, spawns the workers, waits in poll on every
+** worker's socket and pidfd, reads results, completes futures, sends queued
+** tasks to workers that became idle, and reaps workers that exit. join runs
+** on the owner's thread. pool->mu guards the queue, the counters and, in
+** each worker slot, the state, the running task and the pending output. A
+** slot's input buffers belong to the reader alone, and only the reader
+** opens and closes a slot's descriptors, so a socket that another thread
+** writes to under pool->mu is never closed under it. Lock order: pool->mu,
+** then a future's mutex (tasks are started, completed and failed under
+** pool->mu); nobody takes pool->mu while holding a future's.
+**
+** Wake-ups: a submit that finds an idle worker writes the task to its
+** socket at once (one sendmsg, no thread hand-off); one that finds every
+** worker busy and the pool at max_workers only queues, with no system
+** call: the reader sends the next task when a result comes in. Threads
+** that need the reader (a worker to start, output that did not fit in a
+** socket, shutdown) write to its eventfd, once per poll (`woken`).
+**
+** Ownership: the queue holds one reference to each queued future; a worker
+** slot takes it over with the task, together with the encoded call (moved
+** out of the future once it is RUNNING), and drops it when the future
+** completes. The reader does not reference the pool: the owner joins it
+** (and it returns only once every worker process is reaped) before the
+** pool is destroyed. Workers are reaped by pid only, so the host's other
+** children are left alone.
+*/
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+
 #include "lf_bind.h"
-void lf_bind_process_pool(lua_State *L) { (void)L; }
+#include "lf_common.h"
+#include "lf_core.h"
+#include "lf_executor.h"
+#include "lf_executor_lua.h"
+#include "lf_process.h"
+#include "lf_process_pool.h"
+
+extern char **environ;
+
+/* Defined only when this core is linked into bin/lua-futures, whose own
+** executable is then the worker interpreter. */
+extern int lf_process_worker_main(int argc, char **argv)
+    __attribute__((weak));
+
+#define STAGE_SIZE ((size_t)64 << 10)   /* a worker's small-frame buffer */
+#define SOCKET_BUFFER (1 << 20)         /* SO_SNDBUF asked for, both ends */
+#define REAP_GRACE 2.0                  /* seconds from EOF to SIGKILL */
+
+enum { W_FREE, W_SPAWNING, W_IDLE, W_BUSY, W_CLOSING };
+enum { R_NONE, R_RUNNING, R_EXITED, R_JOINED };
+
+typedef struct lf_proc {
+  /* Guarded by pool->mu (written by the reader alone while SPAWNING): */
+  int state;                 /* W_* */
+  pid_t pid;
+  int fd;                    /* the host's end of the socketpair, or -1 */
+  int pidfd;                 /* -1 when the kernel has no pidfd_open */
+  int ready;                 /* READY arrived */
+  lf_future *task;           /* the running task (one reference) or NULL */
+  uint32_t seq;              /* id of the last task sent */
+  long ntasks;               /* tasks completed */
+  struct iovec iov[4];       /* output not written yet: iov[first..n) */
+  int iov_first, iov_n;
+  unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
+  lf_buf sending;            /* the task's call while it is being written */
+  const char *why;           /* why the host killed it, or NULL */
+  /* The reader's alone: */
+  int eof, killed;
+  double eof_at;
+  unsigned char *stage;      /* STAGE_SIZE bytes; stage[0..have) unread */
+  size_t have;
+  int inbig;                 /* a payload too big for stage is arriving */
+  lf_frame big_fr;
+  lf_buf big;                /* ... into big.data[0..got) */
+  size_t got;
+} lf_proc;
+
+typedef struct lf_ppool {
+  lf_executor base;
+  pthread_mutex_t mu;
+  pthread_cond_t exit_cv;    /* join waits here for the reader to exit */
+  lf_future *head, *tail;    /* the queue */
+  size_t queued;
+  int nprocs;                /* slots not FREE */
+  int nidle;                 /* slots IDLE */
+  int shutdown;
+  int spawn_blocked;         /* a start failed: retry once a worker exits */
+  int reader;                /* R_* */
+  int woken;                 /* a wake-up is in efd, not yet read */
+  pthread_t thread;
+  /* Read-only once the pool exists: */
+  int max_workers;
+  long max_tasks;            /* per child; 0 for no limit */
+  lf_proc *procs;            /* [max_workers] */
+  int efd;                   /* eventfd that wakes the reader */
+  char *exe;                 /* the interpreter, for argv[0] and messages */
+  char *spawn_path;          /* what is executed (/proc/self/exe or exe) */
+  unsigned char *init;       /* the INIT payload */
+  size_t init_len;
+  lf_codec_opts opts;
+  /* The reader's alone: */
+  lua_State *scratch;        /* builds BrokenProcessPool errors */
+  struct pollfd *pfds;       /* [1 + 2 * max_workers] */
+  lf_proc **pfd_proc;
+} lf_ppool;
+
+/* ---- futures ---- */
+
+static void cancel_futures(lf_future *q) {
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    lf_future_cancel(q);
+    lf_future_release(q);
+    q = next;
+  }
+}
+
+static lf_future *take_queue_locked(lf_ppool *p) {
+  lf_future *q = p->head;
+  p->head = p->tail = NULL;
+  p->queued = 0;
+  return q;
+}
+
+/* Complete f (RUNNING) with a BrokenProcessPool error. Reader only. */
+static void fail_future(lf_ppool *p, lf_future *f, const char *msg) {
+  lf_buf err = LF_BUF_INIT;
+  if (p->scratch == NULL) p->scratch = luaL_newstate();
+  if (p->scratch != NULL &&
+      lf_error_encode(p->scratch, "BrokenProcessPool", msg, &err,
+                      &p->opts) == 0)
+    lf_future_finish(f, &err, 1);
+  else
+    lf_future_finish(f, &err, 1);   /* no memory for the error: fail bare */
+  lf_buf_free(&err);
+}
+
+/* Mark the pool broken (once) and fail what is queued. Reader only, with
+** pool->mu held. */
+static void break_locked(lf_ppool *p, const char *why) {
+  if (p->base.broken != NULL) return;
+  p->base.broken = strdup(why);
+  if (p->base.broken == NULL) p->base.broken = strdup("broken");
+  lf_future *q = take_queue_locked(p);
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    if (lf_future_set_running(q) == 1)
+      fail_future(p, q, p->base.broken ? p->base.broken : why);
+    lf_future_release(q);
+    q = next;
+  }
+}
+
+/* ---- writing to workers (pool->mu held) ---- */
+
+static void wake_locked(lf_ppool *p) {
+  if (p->woken || p->reader != R_RUNNING) return;
+  p->woken = 1;
+  uint64_t one = 1;
+  ssize_t n = write(p->efd, &one, sizeof one);
+  (void)n;   /* EAGAIN: the counter is already non-zero, the reader wakes */
+}
+
+/* Write what is pending. Returns 0 when all is written, 1 when the socket
+** is full (the reader continues on POLLOUT), -1 when the worker is gone
+** (the reader notices its exit and fails its task). */
+static int flush_locked(lf_proc *w) {
+  while (w->iov_first < w->iov_n) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = w->iov + w->iov_first;
+    msg.msg_iovlen = (size_t)(w->iov_n - w->iov_first);
+    ssize_t n = sendmsg(w->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+      w->iov_first = w->iov_n = 0;
+      lf_buf_free(&w->sending);
+      return -1;
+    }
+    size_t left = (size_t)n;
+    while (w->iov_first < w->iov_n && left >= w->iov[w->iov_first].iov_len)
+      left -= w->iov[w->iov_first++].iov_len;
+    if (w->iov_first < w->iov_n) {
+      struct iovec *v = &w->iov[w->iov_first];
+      v->iov_base = (char *)v->iov_base + left;
+      v->iov_len -= left;
+    }
+  }
+  w->iov_first = w->iov_n = 0;
+  lf_buf_free(&w->sending);
+  return 0;
+}
+
+static void push_iov(lf_proc *w, void *base, size_t len) {
+  if (w->iov_first > 0) {   /* compact: at most 4 entries are ever used */
+    memmove(w->iov, w->iov + w->iov_first,
+            (size_t)(w->iov_n - w->iov_first) * sizeof *w->iov);
+    w->iov_n -= w->iov_first;
+    w->iov_first = 0;
+  }
+  w->iov[w->iov_n].iov_base = base;
+  w->iov[w->iov_n].iov_len = len;
+  w->iov_n++;
+}
+
+/* Send f (just set RUNNING) to the idle worker w. */
+static void send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
+  w->task = f;   /* the queue's reference moves here */
+  w->state = W_BUSY;
+  p->nidle--;
+  w->sending = f->call;   /* RUNNING: nobody else touches the call now */
+  memset(&f->call, 0, sizeof f->call);
+  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
+                w->sending.len);
+  push_iov(w, w->htask, LF_PROC_HDR);
+  if (w->sending.len > 0) push_iov(w, w->sending.data, w->sending.len);
+  if (flush_locked(w) == 1) wake_locked(p);
+}
+
+/* Send queued tasks to idle workers, the lowest slot first (so that the
+** same few processes stay warm). */
+static void dispatch_locked(lf_ppool *p) {
+  for (int i = 0; p->head != NULL && p->nidle > 0 && i < p->max_workers;
+       i++) {
+    lf_proc *w = &p->procs[i];
+    if (w->state != W_IDLE) continue;
+    while (p->head != NULL && p->base.broken == NULL) {
+      lf_future *f = p->head;
+      p->head = f->next_queued;
+      if (p->head == NULL) p->tail = NULL;
+      p->queued--;
+      if (lf_future_set_running(f) == 1) {
+        send_task_locked(p, w, f);
+        break;
+      }
+      lf_future_release(f);   /* cancelled while queued */
+    }
+  }
+}
+
+/* Ask idle workers to exit when no work can reach them any more. */
+static void wind_down_locked(lf_ppool *p) {
+  if ((!p->shutdown && p->base.broken == NULL) || p->head != NULL) return;
+  for (int i = 0; i < p->max_workers; i++) {
+    lf_proc *w = &p->procs[i];
+    if (w->state != W_IDLE || w->iov_first < w->iov_n) continue;
+    shutdown(w->fd, SHUT_WR);
+    w->state = W_CLOSING;
+    p->nidle--;
+  }
+}
+
+/* ---- the executor interface ---- */
+
+static void *reader_main(void *arg);
+
+static int pp_submit(lf_executor *ex, lf_future *f) {
+  lf_ppool *p = (lf_ppool *)ex;
+  lf_lock(&p->mu);
+  if (p->base.broken) { lf_unlock(&p->mu); return LF_SUBMIT_BROKEN; }
+  if (p->shutdown) { lf_unlock(&p->mu); return LF_SUBMIT_SHUTDOWN; }
+  if (p->reader == R_NONE) {
+    /* Signals go to the Lua threads, never to the reader; its children
+    ** get a clean mask back (see spawn_worker). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_attr_t attr;
+    LF_CHECK(pthread_attr_init(&attr));
+    pthread_attr_setstacksize(&attr, (size_t)512 << 10);
+    int rc = pthread_create(&p->thread, &attr, reader_main, p);
+    LF_CHECK(pthread_attr_destroy(&attr));
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) { lf_unlock(&p->mu); return LF_SUBMIT_NOMEM; }
+    p->reader = R_RUNNING;
+  }
+  lf_future_retain(f);
+  f->next_queued = NULL;
+  if (p->tail) p->tail->next_queued = f; else p->head = f;
+  p->tail = f;
+  p->queued++;
+  if (p->nidle > 0)
+    dispatch_locked(p);
+  else if (p->nprocs < p->max_workers && !p->spawn_blocked)
+    wake_locked(p);
+  lf_unlock(&p->mu);
+  return LF_SUBMIT_OK;
+}
+
+static void pp_shutdown(lf_executor *ex, int cancel) {
+  lf_ppool *p = (lf_ppool *)ex;
+  lf_future *q = NULL;
+  lf_lock(&p->mu);
+  p->shutdown = 1;
+  if (cancel) q = take_queue_locked(p);
+  wake_locked(p);
+  lf_unlock(&p->mu);
+  cancel_futures(q);
+}
+
+static int pp_join(lf_executor *ex, double until) {
+  lf_ppool *p = (lf_ppool *)ex;
+  lf_lock(&p->mu);
+  while (p->reader == R_RUNNING) {
+    if (lf_cond_wait_until(&p->exit_cv, &p->mu, until) == ETIMEDOUT) break;
+  }
+  int done = p->reader != R_RUNNING;
+  if (p->reader == R_EXITED) {
+    /* Under the lock, so that two joiners never join the thread twice. */
+    LF_CHECK(pthread_join(p->thread, NULL));
+    p->reader = R_JOINED;
+  }
+  lf_unlock(&p->mu);
+  return done;
+}
+
+static void pp_describe(lf_executor *ex, char *buf, size_t size) {
+  lf_ppool *p = (lf_ppool *)ex;
+  lf_lock(&p->mu);
+  snprintf(buf, size, "%d/%d workers, %zu queued%s", p->nprocs,
+           p->max_workers, p->queued, p->base.broken ? ", broken"
+                                      : p->shutdown ? ", shut down" : "");
+  lf_unlock(&p->mu);
+}
+
+static void pp_destroy(lf_executor *ex) {
+  lf_ppool *p = (lf_ppool *)ex;
+  cancel_futures(take_queue_locked(p));
+  free(p->procs);   /* every slot is FREE: the reader reaped them all */
+  free(p->pfds);
+  free(p->pfd_proc);
+  free(p->init);
+  free(p->exe);
+  free(p->spawn_path);
+  free(p->base.broken);
+  if (p->efd >= 0) close(p->efd);
+  LF_CHECK(pthread_mutex_destroy(&p->mu));
+  LF_CHECK(pthread_cond_destroy(&p->exit_cv));
+  free(p);
+}
+
+static const lf_executor_ops pp_ops = {
+  "ProcessPoolExecutor", "BrokenProcessPool", 0,
+  pp_submit, pp_shutdown, pp_join, pp_describe, pp_destroy,
+};
+
+/* ---- the reader: starting workers ---- */
+
+/* Start a worker process in slot w (SPAWNING, so no other thread looks at
+** it). Runs without pool->mu. Returns 0 or an errno value. */
+static int spawn_worker(lf_ppool *p, lf_proc *w) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    return errno;
+  if (sv[1] == LF_PROC_FD) {   /* dup2 onto itself would keep CLOEXEC */
+    int d = fcntl(sv[1], F_DUPFD_CLOEXEC, LF_PROC_FD + 1);
+    int e = errno;
+    close(sv[1]);
+    if (d < 0) { close(sv[0]); return e; }
+    sv[1] = d;
+  }
+  unsigned char *stage = malloc(STAGE_SIZE);
+  if (stage == NULL) { close(sv[0]); close(sv[1]); return ENOMEM; }
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  /* The worker gets its socket as fd 3, no stdin (it would compete with
+  ** the host for the terminal), the host's stdout and stderr, and nothing
+  ** else. */
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, sv[1], LF_PROC_FD);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
+  posix_spawn_file_actions_addclosefrom_np(&fa, LF_PROC_FD + 1);
+#endif
+  /* The reader blocks every signal; the worker starts with none blocked
+  ** and default actions (a host that ignores SIGINT or SIGPIPE does not
+  ** pass that on). */
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  sigdelset(&all, SIGKILL);
+  sigdelset(&all, SIGSTOP);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
+                                  POSIX_SPAWN_SETSIGDEF);
+  char *argv[] = { p->exe, (char *)LF_WORKER_FLAG, NULL };
+  pid_t pid;
+  int rc = posix_spawn(&pid, p->spawn_path, &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    free(stage);
+    return rc;
+  }
+  int size = SOCKET_BUFFER;   /* fewer wake-ups for big frames; capped by
+                                 net.core.wmem_max */
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  w->pid = pid;
+  w->fd = sv[0];
+#ifdef SYS_pidfd_open
+  w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);   /* O_CLOEXEC */
+#else
+  w->pidfd = -1;
+#endif
+  w->stage = stage;
+  return 0;
+}
+
+/* Start up to `n` workers; called with pool->mu held, which it releases
+** while the processes start. */
+static void spawn_locked(lf_ppool *p, int n) {
+  lf_proc *slots[64];
+  if (n > 64) n = 64;
+  int k = 0;
+  for (int i = 0; i < p->max_workers && k < n; i++) {
+    if (p->procs[i].state != W_FREE) continue;
+    lf_proc *w = &p->procs[i];
+    memset(w, 0, sizeof *w);
+    w->state = W_SPAWNING;
+    w->fd = w->pidfd = -1;
+    p->nprocs++;
+    slots[k++] = w;
+  }
+  lf_unlock(&p->mu);
+  int err[64];
+  for (int i = 0; i < k; i++) err[i] = spawn_worker(p, slots[i]);
+  lf_lock(&p->mu);
+  for (int i = 0; i < k; i++) {
+    lf_proc *w = slots[i];
+    if (err[i] != 0) {
+      w->state = W_FREE;
+      p->nprocs--;
+      if (p->nprocs > 0) {
+        p->spawn_blocked = 1;   /* go on with the workers there are */
+      } else {
+        char why[PATH_MAX + 128];
+        snprintf(why, sizeof why, "cannot start a worker process (%s): %s",
+                 p->exe, strerror(err[i]));
+        break_locked(p, why);
+      }
+      continue;
+    }
+    w->state = W_IDLE;
+    p->nidle++;
+    lf_frame_pack(w->hinit, LF_FRAME_INIT, 0, 0, p->init_len);
+    push_iov(w, w->hinit, LF_PROC_HDR);
+    push_iov(w, p->init, p->init_len);
+    /* The first task goes out with INIT, in the same sendmsg. */
+    dispatch_locked(p);
+    if (w->state == W_IDLE) flush_locked(w);
+  }
+}
+
+/* ---- the reader: what workers send ---- */
+
+static void kill_worker(lf_proc *w, const char *why) {
+  if (why != NULL && w->why == NULL) w->why = why;
+  if (!w->killed) {
+    w->killed = 1;
+    kill(w->pid, SIGKILL);   /* not reaped yet: the pid is still ours */
+  }
+}
+
+/* Handle one whole frame from w; takes *payload when it keeps it. */
+static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
+                    lf_buf *payload) {
+  lf_lock(&p->mu);
+  switch (fr->type) {
+    case LF_FRAME_READY:
+      if (w->ready) kill_worker(w, "it sent READY twice");
+      w->ready = 1;
+      break;
+    case LF_FRAME_INIT_FAILED: {
+      /* Its text, bounded: "initializer failed: ..." or a version clash. */
+      const char *text = payload->data ? (const char *)payload->data : "";
+      int n = (int)(payload->len < 1000 ? payload->len : 1000);
+      int known = (n >= 18 && strncmp(text, "initializer failed", 18) == 0) ||
+                  (n >= 22 && strncmp(text, "the worker interpreter", 22) == 0);
+      char why[1100];
+      snprintf(why, sizeof why, "%s%.*s",
+               known ? "" : "worker start-up failed: ", n, text);
+      break_locked(p, why);
+      break;
+    }
+    case LF_FRAME_RESULT: {
+      if (w->task == NULL || fr->id != w->seq || fr->flag > 1 || !w->ready ||
+          w->iov_first < w->iov_n) {
+        kill_worker(w, "it sent a result nobody asked for");
+        break;
+      }
+      lf_future *f = w->task;
+      w->task = NULL;
+      w->ntasks++;
+      if (p->max_tasks > 0 && w->ntasks >= p->max_tasks) {
+        shutdown(w->fd, SHUT_WR);   /* retire: it exits at end-of-file */
+        w->state = W_CLOSING;
+      } else {
+        w->state = W_IDLE;
+        p->nidle++;
+        dispatch_locked(p);   /* the next task first: the worker waits */
+        wind_down_locked(p);
+      }
+      lf_future_finish(f, payload, (int)fr->flag);
+      lf_future_release(f);
+      break;
+    }
+    default:
+      kill_worker(w, "it sent a frame of the wrong kind");
+  }
+  lf_unlock(&p->mu);
+}
+
+/* Read what w sent, without blocking; deliver every whole frame. Returns
+** 0, or -1 at end-of-file or on a socket error. */
+static int read_worker(lf_ppool *p, lf_proc *w) {
+  for (;;) {
+    unsigned char *dst;
+    size_t room;
+    if (w->inbig) {
+      size_t want = (size_t)w->big_fr.len;
+      if (w->got == w->big.cap) {   /* allocate as the bytes arrive */
+        size_t cap = w->big.cap * 2;
+        if (cap > want || cap < w->big.cap) cap = want;
+        unsigned char *d = realloc(w->big.data, cap);
+        if (d == NULL) { kill_worker(w, "out of memory for its result"); return -1; }
+        w->big.data = d;
+        w->big.cap = cap;
+      }
+      dst = w->big.data + w->got;
+      room = w->big.cap - w->got;
+    } else {
+      dst = w->stage + w->have;
+      room = STAGE_SIZE - w->have;
+    }
+    ssize_t n = recv(w->fd, dst, room, MSG_DONTWAIT);
+    if (n == 0) return -1;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return -1;
+    }
+    if (w->inbig) {
+      w->got += (size_t)n;
+      if (w->got == w->big_fr.len) {
+        w->inbig = 0;
+        w->big.len = w->got;
+        lf_frame fr = w->big_fr;
+        deliver(p, w, &fr, &w->big);
+        lf_buf_free(&w->big);
+      }
+    } else {
+      w->have += (size_t)n;
+      size_t pos = 0;
+      while (w->have - pos >= LF_PROC_HDR) {
+        lf_frame fr;
+        if (lf_frame_unpack(w->stage + pos, &fr) != 0) {
+          kill_worker(w, "it sent a malformed frame header");
+          return -1;
+        }
+        size_t body = w->have - pos - LF_PROC_HDR;
+        if (fr.len <= body) {   /* whole: copy the payload out */
+          lf_buf pl = LF_BUF_INIT;
+          if (fr.len > 0) {
+            pl.data = malloc((size_t)fr.len);
+            if (pl.data == NULL) { kill_worker(w, "out of memory for its result"); return -1; }
+            memcpy(pl.data, w->stage + pos + LF_PROC_HDR, (size_t)fr.len);
+            pl.len = pl.cap = (size_t)fr.len;
+          }
+          pos += LF_PROC_HDR + (size_t)fr.len;
+          deliver(p, w, &fr, &pl);
+          lf_buf_free(&pl);
+        } else if (LF_PROC_HDR + fr.len > STAGE_SIZE) {
+          /* Too big for stage: its own buffer, filled straight from the
+          ** socket, which becomes the future's result as it is. */
+          size_t cap = fr.len < LF_PROC_BIGCHUNK ? (size_t)fr.len
+                                                  : LF_PROC_BIGCHUNK;
+          if (cap < body) cap = body;
+          w->big.data = malloc(cap);
+          if (w->big.data == NULL) { kill_worker(w, "out of memory for its result"); return -1; }
+          w->big.cap = cap;
+          memcpy(w->big.data, w->stage + pos + LF_PROC_HDR, body);
+          w->got = body;
+          w->big_fr = fr;
+          w->inbig = 1;
+          pos = w->have;
+          break;
+        } else {
+          break;   /* the rest has not arrived yet */
+        }
+      }
+      memmove(w->stage, w->stage + pos, w->have - pos);
+      w->have -= pos;
+    }
+    if ((size_t)n < room) return 0;   /* drained: poll tells when there is more */
+  }
+}
+
+/* Say how a process ended: "exited with status 3". */
+static void describe_status(int status, int known, char *buf, size_t size) {
+  if (!known) {
+    snprintf(buf, size, "exited (status unknown)");
+  } else if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    const char *abbrev = sigabbrev_np(sig);
+    snprintf(buf, size, "killed by signal %d (SIG%s)%s", sig,
+             abbrev ? abbrev : "?", WCOREDUMP(status) ? ", core dumped" : "");
+  } else {
+    snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+  }
+}
+
+/* The process of w has exited (reaped, status known or not): fail what it
+** was running, free its slot. */
+static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
+  char how[128], msg[256];
+  describe_status(status, known, how, sizeof how);
+  lf_lock(&p->mu);
+  if (w->why != NULL)
+    snprintf(msg, sizeof msg, "worker process %d was killed because %s",
+             (int)w->pid, w->why);
+  else
+    snprintf(msg, sizeof msg, "worker process %d died: %s", (int)w->pid, how);
+  if (!w->ready && p->base.broken == NULL) {
+    /* Died before it could run anything: starting another would only
+    ** die the same way. */
+    char why[300];
+    snprintf(why, sizeof why, "worker process %d died during start-up: %s",
+             (int)w->pid, how);
+    break_locked(p, why);
+  }
+  if (w->task != NULL) {
+    fail_future(p, w->task, w->ready || p->base.broken == NULL
+                                ? msg : p->base.broken);
+    lf_future_release(w->task);
+    w->task = NULL;
+  }
+  if (w->state == W_IDLE) p->nidle--;
+  close(w->fd);
+  if (w->pidfd >= 0) close(w->pidfd);
+  lf_buf_free(&w->sending);
+  lf_buf_free(&w->big);
+  free(w->stage);
+  memset(w, 0, sizeof *w);
+  w->state = W_FREE;
+  w->fd = w->pidfd = -1;
+  p->nprocs--;
+  p->spawn_blocked = 0;
+  lf_unlock(&p->mu);
+}
+
+/* Its pidfd says w exited: take what it wrote last, reap it. */
+static void worker_exited(lf_ppool *p, lf_proc *w) {
+  if (!w->eof && read_worker(p, w) < 0) w->eof = 1;
+  int status = 0;
+  pid_t r;
+  do r = waitpid(w->pid, &status, 0); while (r < 0 && errno == EINTR);
+  worker_gone(p, w, status, r == w->pid);
+}
+
+/* Without pidfd: after end-of-file, poll for the exit, then insist. */
+static void try_reap(lf_ppool *p, lf_proc *w) {
+  int status = 0;
+  pid_t r = waitpid(w->pid, &status, WNOHANG);
+  if (r == w->pid || (r < 0 && errno == ECHILD)) {
+    worker_gone(p, w, status, r == w->pid);
+  } else if (lf_now() - w->eof_at > REAP_GRACE) {
+    kill_worker(w, NULL);
+  }
+}
+
+static void *reader_main(void *arg) {
+  lf_ppool *p = arg;
+  pthread_setname_np(pthread_self(), "lf-procpool");
+  lf_lock(&p->mu);
+  for (;;) {
+    dispatch_locked(p);
+    wind_down_locked(p);
+    if (p->shutdown && p->head == NULL && p->nprocs == 0) break;
+    if (p->head != NULL && p->nidle == 0 && p->base.broken == NULL &&
+        !p->spawn_blocked && p->nprocs < p->max_workers) {
+      int want = p->max_workers - p->nprocs;
+      if ((size_t)want > p->queued) want = (int)p->queued;
+      spawn_locked(p, want);
+      continue;
+    }
+    /* Wait for every worker's socket and exit, and for the eventfd. */
+    int n = 0, timeout = -1;
+    p->pfds[n].fd = p->efd;
+    p->pfds[n].events = POLLIN;
+    p->pfd_proc[n++] = NULL;
+    for (int i = 0; i < p->max_workers; i++) {
+      lf_proc *w = &p->procs[i];
+      if (w->state == W_FREE || w->state == W_SPAWNING) continue;
+      if (!w->eof) {
+        p->pfds[n].fd = w->fd;
+        p->pfds[n].events = POLLIN | (w->iov_first < w->iov_n ? POLLOUT : 0);
+        p->pfd_proc[n++] = w;
+      }
+      if (w->pidfd >= 0) {
+        p->pfds[n].fd = w->pidfd;
+        p->pfds[n].events = POLLIN;
+        p->pfd_proc[n++] = w;
+      } else if (w->eof) {
+        timeout = 10;
+      }
+    }
+    lf_unlock(&p->mu);
+    int rc = poll(p->pfds, (nfds_t)n, timeout);
+    if (rc < 0 && errno != EINTR) abort();   /* EFAULT, EINVAL: a bug */
+    for (int k = 0; rc > 0 && k < n; k++) {
+      short ev = p->pfds[k].revents;
+      lf_proc *w = p->pfd_proc[k];
+      if (ev == 0) continue;
+      if (w == NULL) {   /* the eventfd: cleared under the lock, so that a
+                            wake-up sent after this is never lost */
+        uint64_t v;
+        lf_lock(&p->mu);
+        ssize_t r = read(p->efd, &v, sizeof v);
+        (void)r;
+        p->woken = 0;
+        lf_unlock(&p->mu);
+      } else if (p->pfds[k].fd == w->pidfd) {
+        worker_exited(p, w);
+      } else {
+        if (ev & POLLOUT) {
+          lf_lock(&p->mu);
+          flush_locked(w);
+          lf_unlock(&p->mu);
+        }
+        if ((ev & (POLLIN | POLLHUP | POLLERR)) && read_worker(p, w) < 0) {
+          w->eof = 1;
+          w->eof_at = lf_now();
+          lf_lock(&p->mu);
+          if (w->state != W_CLOSING)
+            kill_worker(w, NULL);   /* it hung up while we need it */
+          lf_unlock(&p->mu);
+        }
+      }
+    }
+    for (int i = 0; i < p->max_workers; i++) {
+      lf_proc *w = &p->procs[i];   /* eof is the reader's: no lock needed */
+      if (w->eof && w->pidfd < 0) try_reap(p, w);
+    }
+    lf_lock(&p->mu);
+  }
+  p->reader = R_EXITED;   /* from now on nobody writes to efd */
+  close(p->efd);
+  p->efd = -1;
+  lf_broadcast(&p->exit_cv);
+  lf_unlock(&p->mu);
+  if (p->scratch != NULL) lua_close(p->scratch);
+  p->scratch = NULL;
+  return NULL;
+}
+
+/* ---- construction ---- */
+
+/* The INIT payload (lf_process_pool.h). NULL when out of memory. */
+static unsigned char *make_init(const char *path, const char *cpath,
+                                const lf_buf *init, size_t *len) {
+  const char *strs[3] = { LF_VERSION, path, cpath };
+  size_t n = 4 + init->len;
+  for (int i = 0; i < 3; i++) n += 4 + (strs[i] ? strlen(strs[i]) : 0);
+  unsigned char *b = malloc(n), *q = b;
+  if (b == NULL) return NULL;
+  uint32_t proto = LF_PROC_PROTO;
+  memcpy(q, &proto, 4);
+  q += 4;
+  for (int i = 0; i < 3; i++) {
+    uint32_t sl = strs[i] ? (uint32_t)strlen(strs[i]) : LF_PROC_NOSTR;
+    memcpy(q, &sl, 4);
+    q += 4;
+    if (strs[i]) { memcpy(q, strs[i], sl); q += sl; }
+  }
+  if (init->len > 0) memcpy(q, init->data, init->len);
+  *len = n;
+  return b;
+}
+
+static lf_executor *process_pool_new(int max_workers, long max_tasks,
+                                     const char *exe, const char *spawn_path,
+                                     const lf_buf *init, const char *path,
+                                     const char *cpath) {
+  lf_ppool *p = calloc(1, sizeof *p);
+  if (p == NULL) return NULL;
+  p->efd = -1;
+  p->procs = calloc((size_t)max_workers, sizeof *p->procs);
+  p->pfds = calloc(1 + 2 * (size_t)max_workers, sizeof *p->pfds);
+  p->pfd_proc = calloc(1 + 2 * (size_t)max_workers, sizeof *p->pfd_proc);
+  p->exe = strdup(exe);
+  p->spawn_path = strdup(spawn_path);
+  p->init = make_init(path, cpath, init, &p->init_len);
+  p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (!p->procs || !p->pfds || !p->pfd_proc || !p->exe || !p->spawn_path ||
+      !p->init || p->efd < 0) {
+    if (p->efd >= 0) close(p->efd);
+    free(p->procs); free(p->pfds); free(p->pfd_proc); free(p->exe);
+    free(p->spawn_path); free(p->init); free(p);
+    return NULL;
+  }
+  for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
+  p->base.ops = &pp_ops;
+  atomic_init(&p->base.refs, 1);
+  LF_CHECK(pthread_mutex_init(&p->mu, NULL));
+  lf_cond_init(&p->exit_cv);
+  p->max_workers = max_workers;
+  p->max_tasks = max_tasks;
+  p->opts = lf_codec_defaults;
+  p->opts.in_process = 0;
+  return &p->base;
+}
+
+/* ---- finding the worker interpreter ---- */
+
+static pthread_once_t module_dir_once = PTHREAD_ONCE_INIT;
+static char module_dir[PATH_MAX];   /* where core.so is, or "" */
+
+static void find_module_dir(void) {
+  Dl_info info;
+  if (dladdr((void *)lf_bind_process_pool, &info) == 0 ||
+      info.dli_fname == NULL)
+    return;
+  char *real = realpath(info.dli_fname, NULL);
+  if (real == NULL) return;
+  char *slash = strrchr(real, '/');
+  if (slash != NULL) {
+    *slash = '\0';
+    snprintf(module_dir, sizeof module_dir, "%s", real);
+  }
+  free(real);
+}
+
+static int is_executable(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+         access(path, X_OK) == 0;
+}
+
+/* Does dir end with the directories `tail` ("/lib/lua/5.4/futures")? */
+static int ends_with(const char *dir, const char *tail) {
+  size_t a = strlen(dir), b = strlen(tail);
+  return a >= b && strcmp(dir + a - b, tail) == 0;
+}
+
+/* Find the interpreter; copy it into exe (absolute) and what to execute
+** into spawn. Raises an error saying where it looked when there is none.
+** [-0,+0,v] */
+static void find_worker(lua_State *L, const char *opt, char *exe,
+                        char *spawn) {
+  const char *how = "the worker option";
+  const char *given = opt;
+  if (given == NULL) {
+    given = getenv("LUA_FUTURES_WORKER");
+    how = "LUA_FUTURES_WORKER";
+    if (given != NULL && given[0] == '\0') given = NULL;
+  }
+  if (given != NULL) {   /* an explicit choice is used or refused */
+    if (!is_executable(given) || realpath(given, exe) == NULL)
+      luaL_error(L, "ProcessPoolExecutor: the worker interpreter '%s' "
+                    "(from %s) is not an executable file", given, how);
+    strcpy(spawn, exe);
+    return;
+  }
+  if (lf_process_worker_main != NULL) {   /* we are bin/lua-futures */
+    ssize_t n = readlink("/proc/self/exe", exe, PATH_MAX - 1);
+    if (n < 0) n = (ssize_t)strlen(strcpy(exe, "/proc/self/exe"));
+    exe[n] = '\0';
+    strcpy(spawn, "/proc/self/exe");   /* works even if the file moved */
+    return;
+  }
+  pthread_once(&module_dir_once, find_module_dir);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "ProcessPoolExecutor: cannot find the lua-futures "
+                     "interpreter that runs worker processes; looked at: "
+                     "the worker option (not given), LUA_FUTURES_WORKER "
+                     "(not set)");
+  if (module_dir[0] != '\0') {
+    char cand[2][PATH_MAX + 64];
+    int nc = 0;
+    if (ends_with(module_dir, "/lib/lua/" LUA_VERSION_MAJOR "."
+                  LUA_VERSION_MINOR "/futures"))   /* an install */
+      snprintf(cand[nc++], sizeof cand[0], "%s/../../../../bin/lua-futures",
+               module_dir);
+    snprintf(cand[nc++], sizeof cand[0], "%s/../../bin/lua-futures",
+             module_dir);   /* the build tree: build/futures/core.so */
+    for (int i = 0; i < nc; i++) {
+      char real[PATH_MAX];
+      if (is_executable(cand[i]) && realpath(cand[i], real) != NULL) {
+        strcpy(exe, real);
+        strcpy(spawn, real);
+        return;
+      }
+      lua_pushfstring(L, ", %s (not found)", cand[i]);
+      luaL_addvalue(&b);
+    }
+  } else {
+    luaL_addstring(&b, ", beside futures.core (its path is unknown)");
+  }
+  luaL_addstring(&b, ". Install lua-futures with `make install`, or set "
+                     "LUA_FUTURES_WORKER or the worker option.");
+  luaL_pushresult(&b);
+  lua_error(L);
+}
+
+/* core.process_pool(max_workers, initializer, initargs,
+**                   max_tasks_per_child, worker) */
+static int core_process_pool(lua_State *L) {
+  lua_Integer max_workers = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, max_workers > 0, 1, "max_workers must be greater than 0");
+  luaL_argcheck(L, max_workers <= 4096, 1,
+                "max_workers is too large (max 4096)");
+  lua_Integer max_tasks = luaL_optinteger(L, 4, 0);
+  luaL_argcheck(L, max_tasks >= 0, 4, "max_tasks_per_child must be positive");
+  const char *opt = luaL_optstring(L, 5, NULL);
+  lua_settop(L, 5);
+  char exe[PATH_MAX], spawn[PATH_MAX];
+  find_worker(L, opt, exe, spawn);
+  /* The userdata first: nothing below may raise once init is encoded. */
+  lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  *ud = NULL;
+  luaL_setmetatable(L, LF_EXECUTOR_MT);
+  const char *path, *cpath;
+  lf_push_paths(L, &path, &cpath);
+  lf_buf init = LF_BUF_INIT;
+  lf_encode_initializer(L, 2, 3, &init, 0);
+  lf_executor *ex = process_pool_new((int)max_workers, (long)max_tasks, exe,
+                                     spawn, &init, path, cpath);
+  lf_buf_free(&init);
+  if (ex == NULL) return luaL_error(L, "not enough memory");
+  lua_pop(L, 2);   /* the paths: the userdata is on top again */
+  lf_adopt_executor(L, ud, ex);
+  return 1;
+}
+
+void lf_bind_process_pool(lua_State *L) {
+  pthread_once(&module_dir_once, find_module_dir);
+  lua_pushcfunction(L, core_process_pool);
+  lua_setfield(L, -2, "process_pool");
+}

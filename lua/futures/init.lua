@@ -13,6 +13,7 @@ futures.monotonic = core.monotonic
 futures.poll = core.poll
 futures.Future = core.Future
 futures.serialize = core.serialize
+futures.serialize_with = core.serialize_with
 futures.deserialize = core.deserialize
 
 ---------------------------------------------------------------- errors
@@ -101,6 +102,31 @@ function futures.ThreadPoolExecutor(opts)
     error("bad argument to 'ThreadPoolExecutor' (initargs must be a table)", 2)
   end
   return core.thread_pool(n, opts.name, opts.initializer, opts.initargs)
+end
+
+local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
+  max_tasks_per_child = true, worker = true }
+
+--- ProcessPoolExecutor{ max_workers, initializer, initargs, max_tasks_per_child,
+--- worker } (docs/process_pool.md); a number is max_workers.
+function futures.ProcessPoolExecutor(opts)
+  if opts == nil then opts = {} end
+  if type(opts) == "number" then opts = { max_workers = opts } end
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'ProcessPoolExecutor' (table or number expected, got %s)")
+      :format(type(opts)), 2)
+  end
+  check_options(opts, PROCESS_OPTIONS, "ProcessPoolExecutor")
+  local n = check_count(opts.max_workers, "ProcessPoolExecutor", "max_workers", core.cpu_count())
+  local per_child = check_count(opts.max_tasks_per_child, "ProcessPoolExecutor",
+    "max_tasks_per_child", nil)
+  if opts.worker ~= nil and type(opts.worker) ~= "string" then
+    error("bad argument to 'ProcessPoolExecutor' (worker must be a string)", 2)
+  end
+  if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
+    error("bad argument to 'ProcessPoolExecutor' (initargs must be a table)", 2)
+  end
+  return core.process_pool(n, opts.initializer, opts.initargs, per_child, opts.worker)
 end
 
 ---------------------------------------------------------------- map

@@ -78,7 +78,7 @@
 ---@class futures.ProgressOptions
 ---@field total? integer      # number of items (default: the number of futures in the table; unknown for an iterator)
 ---@field label? string       # text in front of the line (default "progress")
----@field stream? file*|{ write: fun(self, ...: string) } # default io.stderr
+---@field stream? file*|{ write: fun(self: any, ...: string): any } # default io.stderr
 ---@field tty? boolean        # draw a bar in place (true) or plain lines (false); default: whether stream is a terminal
 ---@field interval? number    # seconds between updates (default 0.1 for a bar, 2 for plain lines)
 ---@field width? integer      # characters of the bar (default 24)
@@ -166,7 +166,7 @@ function Executor:submit(fn, ...) end
 ---argument that is an options table (no `[1]`) is `futures.MapOptions`.
 ---@param fn function
 ---@param ... any iterables, then optionally futures.MapOptions
----@return fun(): integer?, ...
+---@return fun(): integer?, any
 function Executor:map(fn, ...) end
 
 ---Stops new submissions. With `wait` (default true) returns once every
@@ -264,7 +264,7 @@ function futures.deserialize(s) end
 ---@overload fun(fs: futures.Future[], opts?: futures.ProgressOptions): fun(): futures.Future?
 ---@param iterator function
 ---@param opts? futures.ProgressOptions
----@return fun(): any, ...
+---@return fun(): any, any
 function futures.progress(iterator, opts) end
 
 return futures

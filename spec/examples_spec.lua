@@ -1,0 +1,162 @@
+-- Every example in examples/ is run here with bin/lua-futures, as a separate
+-- process under `timeout`, and its exit status and key output are checked,
+-- so the examples never rot. An example with no test of its own below is
+-- still run and must exit with status 0.
+local shell = require "support.shell"
+
+local function example(name, args, seconds)
+  local argv = { "examples/" .. name }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  return shell.lua_futures(argv, seconds or 120)
+end
+
+local function ran(r)
+  assert.equals(0, r.status, "exit status " .. tostring(r.status) .. "\nstderr: " .. r.err)
+end
+
+-- The examples tested one by one below; the others get the generic test.
+local TESTED = {
+  ["power.lua"] = true, ["fetch.lua"] = true, ["primes.lua"] = true,
+  ["hash_files.lua"] = true, ["wordcount.lua"] = true, ["montecarlo.lua"] = true,
+  ["crash_isolation.lua"] = true,
+}
+
+local function exists(path)
+  local f = io.open(path)
+  if f then f:close() end
+  return f ~= nil
+end
+
+describe("examples", function()
+  it("power.lua prints powers computed on a thread pool", function()
+    local r = example("power.lua")
+    ran(r)
+    assert.matches("2%^10 = 1024\n", r.out)
+    assert.matches("2%^62 = 4611686018427387904\n", r.out)
+    assert.matches("2%^3 %+ 2%^4 %+ 2%^5 = 56\n", r.out)
+  end)
+
+  it("power.lua reports a power too large for an integer as that task's error", function()
+    local r = example("power.lua", { "3" })
+    ran(r)
+    assert.matches("3%^32 = 1853020188851841\n", r.out)
+    assert.matches("3%^62: [^\n]*does not fit in a 64%-bit integer", r.out)
+  end)
+
+  it("fetch.lua overlaps slow commands and handles each reply as it comes", function()
+    local r = example("fetch.lua")
+    ran(r)
+    for i = 1, 8 do assert.matches("hello from server " .. i .. "\n", r.out, 1, true) end
+    local elapsed = tonumber(r.out:match("8 fetches %(0 failed%) in ([%d.]+) s"))
+    assert.is_not_nil(elapsed, r.out)
+    -- One after another the commands sleep 1.7 s in all; overlapped, about
+    -- as long as the slowest one (0.3 s).
+    assert.is_true(elapsed < 1.2, "took " .. elapsed .. " s")
+    -- as_completed yields the quick replies first.
+    assert.is_true(r.out:find("server 3", 1, true) < r.out:find("server 2", 1, true), r.out)
+  end)
+
+  it("fetch.lua reads local files and reports one that is missing", function()
+    local r = example("fetch.lua", { "README.md", "no/such/file" })
+    ran(r)
+    assert.matches("README%.md%s+%d+ bytes", r.out)
+    assert.matches("no/such/file%s+failed:", r.out)
+    assert.matches("2 fetches %(1 failed%)", r.out)
+  end)
+
+  it("primes.lua says which numbers are prime", function()
+    local r = example("primes.lua")
+    ran(r)
+    assert.matches("112272535095293 is prime: true", r.out, 1, true)
+    assert.matches("1099726899285419 is prime: false", r.out, 1, true)
+  end)
+
+  it("hash_files.lua checksums every file under a directory, in path order", function()
+    local dir = shell.tmpdir()
+    shell.write_file(dir .. "/a", "a")
+    shell.write_file(dir .. "/b c", "foobar")
+    os.execute("mkdir " .. shell.q(dir .. "/sub"))
+    shell.write_file(dir .. "/sub/empty", "")
+    local r = example("hash_files.lua", { dir, "2" })
+    shell.rmdir(dir)
+    ran(r)
+    -- Known FNV-1a 64 values of "a", "foobar" and "".
+    local expected = ("af63dc4c8601ec8c  %s/a\n85944171f73967e8  %s/b c\n"
+      .. "cbf29ce484222325  %s/sub/empty\n"):format(dir, dir, dir)
+    assert.is_truthy(r.out:find(expected, 1, true), r.out)
+    assert.matches("hashed 3 files %(0 unreadable%), 7 bytes", r.out)
+  end)
+
+  it("hash_files.lua shows its progress on stderr", function()
+    local dir = shell.tmpdir()
+    for i = 1, 5 do shell.write_file(dir .. "/f" .. i, ("x"):rep(i)) end
+    local r = example("hash_files.lua", { dir })
+    shell.rmdir(dir)
+    ran(r)
+    -- stderr is a file here, not a terminal: plain lines, the last one complete.
+    assert.matches("hashing: 5/5 %(100%%%)", r.err)
+    assert.not_matches("\r", r.err, 1, true)
+  end)
+
+  it("wordcount.lua counts a made-up text in parallel and agrees with a sequential count", function()
+    local r = example("wordcount.lua")
+    ran(r)
+    assert.matches("most frequent words:", r.out, 1, true)
+    assert.matches("%d+ words, 500 distinct", r.out)
+    assert.matches("matches the sequential count: yes", r.out, 1, true)
+  end)
+
+  it("wordcount.lua counts the words of a given file", function()
+    local path = os.tmpname()
+    local lines = {}
+    for i = 1, 2500 do lines[i] = (i % 2 == 0) and "The cat and the dog." or "the end" end
+    shell.write_file(path, table.concat(lines, "\n") .. "\n")
+    local r = example("wordcount.lua", { path, "3" })
+    os.remove(path)
+    ran(r)
+    -- "the": 2 per even line, 1 per odd line: 1250 * 2 + 1250 = 3750.
+    assert.matches("  the%s+3750\n", r.out)
+    assert.matches("  end%s+1250\n", r.out)
+    assert.matches("8750 words, 5 distinct", r.out, 1, true)
+    assert.matches("matches the sequential count: yes", r.out, 1, true)
+  end)
+
+  it("montecarlo.lua estimates pi on a thread pool seeded per worker", function()
+    local r = example("montecarlo.lua", { "1000000", "2" })
+    ran(r)
+    local pi = tonumber(r.out:match("pi is about ([%d.]+)"))
+    assert.is_not_nil(pi, r.out)
+    assert.is_true(math.abs(pi - math.pi) < 0.02, "estimated " .. pi)
+    assert.matches("8 tasks on 2 thread workers", r.out, 1, true)
+  end)
+
+  it("montecarlo.lua runs on a process pool too", function()
+    local problem = shell.process_pool_problem()
+    if problem then pending(problem) return end
+    local r = example("montecarlo.lua", { "400000", "2", "process" })
+    ran(r)
+    local pi = tonumber(r.out:match("pi is about ([%d.]+)"))
+    assert.is_not_nil(pi, r.out)
+    assert.is_true(math.abs(pi - math.pi) < 0.03, "estimated " .. pi)
+    assert.matches("on 2 process workers", r.out, 1, true)
+  end)
+
+  if exists(shell.ROOT .. "/examples/crash_isolation.lua") then
+    it("crash_isolation.lua survives its crashing tasks", function()
+      local problem = shell.process_pool_problem()
+      if problem then pending(problem) return end
+      ran(example("crash_isolation.lua"))
+    end)
+  end
+
+  -- Examples added later without a test of their own: they must at least run.
+  local list = io.popen("ls " .. shell.q(shell.ROOT .. "/examples"))
+  for name in list:lines() do
+    if name:match("%.lua$") and not TESTED[name] then
+      it(name .. " runs to the end without an error", function()
+        ran(example(name))
+      end)
+    end
+  end
+  list:close()
+end)

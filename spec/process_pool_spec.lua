@@ -61,7 +61,7 @@ local function worker_children()
         local s = f:read("a") or ""
         f:close()
         local comm, state, ppid = s:match("^%d+ %((.*)%) (%a) (%d+)")
-        if tonumber(ppid) == me and comm == "lua-futures" then
+        if tonumber(ppid) == me and (comm == "lua-futures" or comm == "exe") then
           found[#found + 1] = { pid = tonumber(name), state = state }
         end
       end

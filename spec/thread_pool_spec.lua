@@ -53,15 +53,20 @@ describe("ThreadPoolExecutor", function()
     if futures.cpu_count() < 2 then return end
     local function spin(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
     local N = 3000000
-    local t0 = futures.monotonic(); spin(N); spin(N)
-    local seq = futures.monotonic() - t0
     local ex <close> = futures.ThreadPoolExecutor(2)
     ex:submit(spin, 1000):result(10)   -- warm both paths
-    t0 = futures.monotonic()
-    local a, b = ex:submit(spin, N), ex:submit(spin, N)
-    a:result(30); b:result(30)
-    local par = futures.monotonic() - t0
-    assert.is_true(par < seq * 0.85, ("parallel %.3f s vs sequential %.3f s"):format(par, seq))
+    -- the best of three tries: a busy machine must not fail the spec
+    local best = math.huge
+    for _ = 1, 3 do
+      local t0 = futures.monotonic(); spin(N); spin(N)
+      local seq = futures.monotonic() - t0
+      t0 = futures.monotonic()
+      local a, b = ex:submit(spin, N), ex:submit(spin, N)
+      a:result(30); b:result(30)
+      best = math.min(best, (futures.monotonic() - t0) / seq)
+      if best < 0.8 then break end
+    end
+    assert.is_true(best < 0.8, ("parallel took %.2f of the sequential time"):format(best))
   end)
 
   it("reports running while a task runs, and cancel() then fails", function()

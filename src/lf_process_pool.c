@@ -889,10 +889,20 @@ static void find_worker(lua_State *L, const char *opt, char *exe,
     return;
   }
   if (lf_process_worker_main != NULL) {   /* we are bin/lua-futures */
+    /* Its path, so that workers show as lua-futures in ps; or, if that
+    ** file is no longer the one running (rebuilt, moved), /proc/self/exe,
+    ** which still is. */
+    struct stat self, there;
     ssize_t n = readlink("/proc/self/exe", exe, PATH_MAX - 1);
-    if (n < 0) n = (ssize_t)strlen(strcpy(exe, "/proc/self/exe"));
-    exe[n] = '\0';
-    strcpy(spawn, "/proc/self/exe");   /* works even if the file moved */
+    exe[n < 0 ? 0 : n] = '\0';
+    if (n > 0 && stat("/proc/self/exe", &self) == 0 &&
+        stat(exe, &there) == 0 && self.st_dev == there.st_dev &&
+        self.st_ino == there.st_ino && access(exe, X_OK) == 0) {
+      strcpy(spawn, exe);
+    } else {
+      strcpy(spawn, "/proc/self/exe");
+      if (n <= 0) strcpy(exe, spawn);
+    }
     return;
   }
   pthread_once(&module_dir_once, find_module_dir);

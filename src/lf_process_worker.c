@@ -121,8 +121,16 @@ static int rbuf_fill(rbuf *rb, size_t need) {
 
 /* Watch the socket for up to LF_SPIN_WORKER before blocking in read: in a
 ** busy pool the next task arrives within microseconds of the last result,
-** and is then taken without the cost of a sleep and a wake-up. */
+** and is then taken without the cost of a sleep and a wake-up. Spinning
+** pays only while tasks do come that fast, and otherwise takes a core from
+** the host (the bottleneck of a chunked map), so it is adaptive: the
+** worker spins only while the recent gaps between a result and the next
+** task (a moving average, each gap capped) stay under the spin time. */
+static double gap_avg;        /* seconds */
+static double result_sent_at; /* 0 before the first result */
+
 static void spin_for_input(void) {
+  if (result_sent_at == 0 || gap_avg > LF_SPIN_WORKER) return;
   double until = lf_now() + LF_SPIN_WORKER;
   for (unsigned i = 1;; i++) {
     char c;
@@ -132,6 +140,14 @@ static void spin_for_input(void) {
     if ((i & 7) == 0 && lf_now() >= until) return;
     lf_cpu_relax();
   }
+}
+
+/* A task arrived: fold the gap since the last result into the average. */
+static void note_arrival(void) {
+  if (result_sent_at == 0) return;
+  double gap = lf_now() - result_sent_at;
+  if (gap > 4 * LF_SPIN_WORKER) gap = 4 * LF_SPIN_WORKER;
+  gap_avg = 0.75 * gap_avg + 0.25 * gap;
 }
 
 /* Read the next frame; its payload stays valid until the next call.
@@ -302,6 +318,7 @@ int lf_process_worker_main(int argc, char **argv) {
       status = EXIT_PROTOCOL;
       break;
     }
+    note_arrival();
     begin_busy();
     lf_buf out = LF_BUF_INIT;
     int failed = lf_worker_run(L, (lf_taskkind)fr.flag, payload,
@@ -309,6 +326,7 @@ int lf_process_worker_main(int argc, char **argv) {
     if (check_size(L, &out, &opts) > 0) failed = 1;
     fflush(stdout);   /* what the task printed comes before its result */
     send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);
+    result_sent_at = lf_now();
     lf_buf_free(&out);
     atomic_store(&busy, 0);
   }

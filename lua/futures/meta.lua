@@ -253,11 +253,23 @@ function futures.poll() end
 ---@return string
 function futures.serialize(...) end
 
+---@class futures.CodecOptions
+---@field max_depth? integer nesting limit, 1 to 1000 (default 200)
+---@field max_size? integer encoded size limit in bytes (default 0: none)
+---@field functions? boolean deserialize only: accept functions (default true)
+
+---Like futures.serialize, with limits.
+---@param opts futures.CodecOptions
+---@param ... any
+---@return string
+function futures.serialize_with(opts, ...) end
+
 ---Decodes a string made by futures.serialize, treating it as untrusted;
----returns the values.
+---returns the values. `{ functions = false }` for data from outside.
 ---@param s string
+---@param opts? futures.CodecOptions
 ---@return any ...
-function futures.deserialize(s) end
+function futures.deserialize(s, opts) end
 
 ---Wraps a table of futures (yielded as they complete) or an iterator such as
 ---`ex:map`'s (values passed through) and draws count, rate and ETA on stderr.

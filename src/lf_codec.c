@@ -1,27 +1,30 @@
 /*
 ** lf_codec.c — the transfer codec: Lua values to a self-contained byte
-** buffer and back (see lf_codec.h for the interface, docs/codec.md for the
-** format).
+** buffer and back (docs/codec.md describes the wire format).
 **
-** Threads: lf_encode and lf_decode touch only the state they are given,
-** on its own thread. The handle-kind table is written by
-** lf_codec_register_kind from luaopen, while a single thread runs, and only
-** read afterwards.
+** Threads: lf_encode and lf_decode touch only the lua_State they are given
+** and must run on the thread that owns it; every cache they use lives in
+** that state's registry, so two states never share codec state. An lf_buf
+** is plain memory: once encoded it may move to any thread, and lf_buf_free
+** may run on any thread (a handle's release is thread-safe by contract).
+** The handle-kind table (`kinds`) is written only by lf_codec_register_kind
+** from luaopen of the first state, before any worker exists; afterwards it
+** is only read, so it needs no lock. No mutex lives in this file.
 **
-** Ownership: the encoder writes into the caller's lf_buf (malloc'd) and
-** records there a reference to each shared handle it wrote; on failure it
-** frees the buffer before returning. The decoder allocates only Lua values
-** in its state; the input is never retained. Per-state caches live in the
-** registry: the encoder's (closure -> hash and bytecode, weak keys; value ->
-** name for C functions and loaded modules) and the decoder's (hash ->
-** bytecode and loaded closure).
-**
-** Format: a 24-byte header (magic "LF", version, flags, reserved, payload
-** length, payload checksum), then the payload: a varint count and that many
-** values, each a tag byte and its body. The decoder checks the header and the
-** checksum before it reads a value, and every length against what remains.
+** Ownership: lf_encode writes into the caller's lf_buf, which then owns the
+** bytes and one reference per shared handle (taken with kind->retain while
+** encoding); on failure lf_encode frees both before returning. The scratch
+** maps of one call (the encoder's identity map) are malloc'd, owned by the
+** call's context and freed before lf_encode returns, also when a Lua error
+** (out of memory) unwinds through the encoder. Decoded values belong to the
+** decoding state; a decoded handle userdata owns a reference of its own
+** (kind->push), so decoding never consumes the buffer. The per-state caches
+** (encoder: closure -> bytecode, C function/module -> name; decoder:
+** bytecode hash -> bytecode and loaded function) are Lua tables in the
+** registry, collected with the state.
 */
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +33,58 @@
 #include "lf_codec.h"
 
 const lf_codec_opts lf_codec_defaults = { LF_CODEC_DEFAULT_DEPTH, 0, 1, 1 };
+
+/* ---------------------------------------------------------------------- */
+/* Wire format constants (docs/codec.md)                                   */
+/* ---------------------------------------------------------------------- */
+
+#define HDR_SIZE    24          /* magic[4] flags[4] length[8] checksum[8] */
+#define MAGIC0      'L'
+#define MAGIC1      'F'
+#define MAGIC2      'C'
+#define FORMAT_VERSION 1
+
+#define FLAG_FUNCTIONS 0x1u     /* payload holds Lua/C functions or modules */
+#define FLAG_HANDLES   0x2u     /* payload holds in-process handle pointers */
+#define FLAGS_KNOWN    (FLAG_FUNCTIONS | FLAG_HANDLES)
+
+/* A value's first byte: the low 7 bits are the tag; bit 7 (T_KEEP) marks an
+** object (table, Lua function, handle) that a later T_REF or T_UPJOIN names,
+** so the decoder records it. References name an object by the payload
+** offset of its tag byte. */
+enum {
+  T_NIL = 0, T_FALSE, T_TRUE,
+  T_INT8, T_INT16, T_INT32, T_INT64,   /* little-endian two's complement */
+  T_FLOAT,                             /* IEEE-754 binary64 bit pattern */
+  T_STR,                               /* varint length, bytes */
+  T_TABLE, T_TABLE_MT,                 /* u32 narr, u32 nhash, items [, mt] */
+  T_REF,                               /* varint offset of an earlier object */
+  T_GLOBALS,                           /* the target's global table */
+  T_MODULE,                            /* varint length, name: require(name) */
+  T_CFUNC,                             /* varint length, "module.field" */
+  T_LFUNC,                             /* u64 hash, varint len, bytecode,
+                                          u8 nups, nups upvalue items */
+  T_HANDLE,                            /* u8 kind, u64 pointer */
+  T_IRUN,                              /* array only: u8 width, u32 n, ints */
+  T_FRUN,                              /* array only: u32 n, n floats */
+  T_UPJOIN,                            /* upvalue only: varint func, u8 n */
+  T_LAST
+};
+#define T_KEEP 0x80u
+#define T_MASK 0x7fu
+
+#define MAX_NAME   256          /* longest C function / module name */
+#define HARD_DEPTH 1000         /* max_depth is clamped to this (C stack) */
+#define RCACHE_MAX 256          /* decoder function cache entries */
+
+/* Registry keys: addresses unique in the process, the same in every state. */
+static const char FCACHE_KEY = 'f';   /* weak: closure -> hash .. bytecode */
+static const char NAMES_KEY = 'n';    /* weak: cfunction/module -> name */
+static const char RCACHE_KEY = 'r';   /* hash -> { bytecode, closure } */
+
+/* ---------------------------------------------------------------------- */
+/* Handle kinds                                                            */
+/* ---------------------------------------------------------------------- */
 
 static const lf_handle_kind *kinds[LF_CODEC_MAX_KINDS];
 static int nkinds;
@@ -45,622 +100,838 @@ int lf_codec_register_kind(const lf_handle_kind *kind) {
 void lf_buf_free(lf_buf *b) {
   for (size_t i = 0; i < b->nhandles; i++)
     b->handles[i].kind->release(b->handles[i].obj);
-  free(b->data);
   free(b->handles);
-  memset(b, 0, sizeof *b);
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+  b->handles = NULL;
+  b->nhandles = b->hcap = 0;
 }
 
-/* ---- format constants ---- */
+/* ---------------------------------------------------------------------- */
+/* Little-endian access and the 64-bit hash                                */
+/* ---------------------------------------------------------------------- */
 
-enum {
-  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_REF, T_GLOBALS,
-  T_MODULE, T_LFUNC, T_CFUNC, T_SHAREDUP, T_HANDLE, T_INTARRAY, T_NTAGS
-};
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define LE64(v) __builtin_bswap64(v)
+#define LE32(v) __builtin_bswap32(v)
+#define LE16(v) __builtin_bswap16(v)
+#else
+#define LE64(v) (v)
+#define LE32(v) (v)
+#define LE16(v) (v)
+#endif
 
-#define HEADER_SIZE 24
-#define FORMAT_VERSION 1
-#define MAX_NAME 1024          /* C function and module names */
-#define FCACHE_MAX 256         /* decoded functions kept per state */
-
-/* ---- checksum: 64-bit, eight independent lanes of add-rotate-xor ----
-** It guards against corruption (a truncated pipe, a flipped bit), not
-** against forgery; eight lanes keep it near memory speed. */
-
-#define PRIME1 0x9E3779B185EBCA87ULL
-#define PRIME2 0xC2B2AE3D27D4EB4FULL
-
-static inline uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-static inline uint64_t mix(uint64_t h, uint64_t w) {
-  return rotl(h ^ (w * PRIME2), 31) * PRIME1;
+static inline uint64_t rd64(const unsigned char *p) {
+  uint64_t v; memcpy(&v, p, 8); return LE64(v);
+}
+static inline uint32_t rd32(const unsigned char *p) {
+  uint32_t v; memcpy(&v, p, 4); return LE32(v);
+}
+static inline uint16_t rd16(const unsigned char *p) {
+  uint16_t v; memcpy(&v, p, 2); return LE16(v);
+}
+static inline void wr64(unsigned char *p, uint64_t v) {
+  v = LE64(v); memcpy(p, &v, 8);
+}
+static inline void wr32(unsigned char *p, uint32_t v) {
+  v = LE32(v); memcpy(p, &v, 4);
+}
+static inline void wr16(unsigned char *p, uint16_t v) {
+  v = LE16(v); memcpy(p, &v, 2);
 }
 
-static uint64_t checksum(const unsigned char *p, size_t n) {
-  uint64_t lane[8];
-  for (int j = 0; j < 8; j++) lane[j] = PRIME1 * (uint64_t)(j + 1);
-  size_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    uint64_t w[8];
-    memcpy(w, p + i, 64);
-    for (int j = 0; j < 8; j++) lane[j] = rotl(lane[j] + w[j], 23) ^ w[j];
+#define H_M1 0x9E3779B97F4A7C15ull   /* 2^64 / golden ratio */
+#define H_M2 0xBF58476D1CE4E5B9ull   /* odd multipliers with good */
+#define H_M3 0x94D049BB133111EBull   /* bit dispersion */
+
+static inline uint64_t rotl64(uint64_t x, int r) {
+  return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t hround(uint64_t acc, uint64_t w) {
+  return rotl64(acc + w * H_M2, 29) * H_M1;
+}
+
+/* A fast non-cryptographic 64-bit hash: four independent lanes over 32-byte
+** blocks (so the multiplies pipeline), then the tail and a final mix. It
+** detects corruption and keys the function caches; it is no defence against
+** a forger (see docs/codec.md, "Trust"). */
+static uint64_t lf_hash64(const unsigned char *p, size_t n) {
+  uint64_t a = H_M1, b = H_M2, c = H_M3, d = H_M1 ^ H_M3;
+  const size_t total = n;
+  while (n >= 32) {
+    a = hround(a, rd64(p));
+    b = hround(b, rd64(p + 8));
+    c = hround(c, rd64(p + 16));
+    d = hround(d, rd64(p + 24));
+    p += 32; n -= 32;
   }
-  uint64_t h = (uint64_t)n * PRIME2;
-  for (int j = 0; j < 8; j++) h = mix(h, lane[j]);
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, p + i, 8);
-    h = mix(h, w);
+  uint64_t h = rotl64(a, 1) + rotl64(b, 9) + rotl64(c, 17) + rotl64(d, 25);
+  h ^= (uint64_t)total * H_M3;
+  while (n >= 8) {
+    h = rotl64(h ^ hround(0, rd64(p)), 27) * H_M1 + H_M3;
+    p += 8; n -= 8;
   }
-  uint64_t tail = 0;
-  memcpy(&tail, p + i, n - i);
-  h = mix(h, tail ^ (uint64_t)(n - i));
-  h ^= h >> 33; h *= PRIME2; h ^= h >> 29;
+  if (n > 0) {
+    uint64_t t = 0;
+    for (size_t i = 0; i < n; i++) t |= (uint64_t)p[i] << (8 * i);
+    h = rotl64(h ^ hround(n, t), 23) * H_M2;
+  }
+  h ^= h >> 31; h *= H_M2;
+  h ^= h >> 29; h *= H_M3;
+  h ^= h >> 32;
   return h;
 }
 
-/* ---- registry keys of the per-state caches ---- */
+/* ---------------------------------------------------------------------- */
+/* Encoder                                                                 */
+/* ---------------------------------------------------------------------- */
 
-static const char ENC_FN_KEY = 'f';     /* closure -> "hash..bytecode" */
-static const char NAMES_KEY = 'n';      /* C function / module -> name */
-static const char DEC_FN_KEY = 'd';     /* hash -> { bytecode, closure } */
+/* The identity map of one encode: object pointer -> payload offset of its
+** tag byte (for T_REF), and upvalue cell id | 1 -> (offset << 8 | n) (for
+** T_UPJOIN). Open addressing; a small inline table first, so a call with a
+** few objects allocates nothing. */
+typedef struct idmap_slot { const void *key; size_t val; } idmap_slot;
+#define IDMAP_INLINE 16
 
-/* Push the registry table at key, creating it (weak keys if weak). */
-static void push_cache(lua_State *L, const char *key, int weak) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  if (weak) {
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-  }
-  lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
-}
+typedef struct idmap {
+  idmap_slot *slots;          /* inline or malloc'd */
+  size_t mask, count;
+  idmap_slot inl[IDMAP_INLINE];
+} idmap;
 
-/* ==================================================================== */
-/* Encoder                                                               */
-/* ==================================================================== */
+/* One step of the path to the value being encoded, for error messages. */
+enum { P_KEY, P_KEYITSELF, P_META, P_UPVAL };
+typedef struct pathseg { int kind, idx, n; } pathseg;
+#define PATH_SEGS 32
 
-/* A step of the path from the top-level value to the one being encoded;
-** turned into text only when an error needs it. */
-typedef struct path_step {
-  enum { P_KEY, P_KEYOF, P_UPVALUE, P_META } kind;
-  int idx;          /* stack index of the key, or of the function */
-  int n;            /* upvalue number */
-} path_step;
-
-typedef struct encoder {
+typedef struct enc {
   lua_State *L;
   lf_buf *b;
   const lf_codec_opts *o;
-  int refs;         /* stack slot of value -> ref id (nil until needed) */
-  int upids;        /* stack slot of upvalue id -> ref*256+n (likewise) */
-  const char *what;
-  int base;
-  int nrefs;
-  int depth;
-  int top_index;    /* which top-level value is being encoded */
-  path_step path[LF_CODEC_MAX_DEPTH + 8];
+  int max_depth, depth;
+  const char *what;           /* "argument" */
+  int argno;                  /* base + i of the value being encoded */
+  int globals;                /* stack index of the global table */
+  int fcache, names;          /* stack indices, 0 until first needed */
+  int rescanned;              /* names rebuilt during this encode */
+  uint32_t flags;
+  idmap ids;
   int npath;
-} encoder;
+  pathseg path[PATH_SEGS];
+} enc;
 
-static int fail(encoder *e, const char *why);
+static void enc_value(enc *e, int idx);
 
-static void grow(encoder *e, size_t need) {
-  lf_buf *b = e->b;
-  if (need > SIZE_MAX / 2 - b->len) luaL_error(e->L, "not enough memory");
-  /* Double, or jump straight to what a big string needs: one realloc. */
-  size_t cap = b->cap ? b->cap * 2 : 256;
-  if (cap < b->len + need) cap = b->len + need + need / 8;
-  unsigned char *d = realloc(b->data, cap);
-  if (d == NULL) luaL_error(e->L, "not enough memory");
-  b->data = d;
-  b->cap = cap;
+static size_t idmap_hash(const void *k, size_t mask) {
+  return (size_t)(((uint64_t)(uintptr_t)k * H_M1) >> 32) & mask;
 }
 
-static inline void put(encoder *e, const void *p, size_t n) {
-  if (e->b->cap - e->b->len < n) grow(e, n);
-  memcpy(e->b->data + e->b->len, p, n);
-  e->b->len += n;
+static void idmap_init(idmap *m) {
+  m->slots = m->inl;
+  m->mask = IDMAP_INLINE - 1;
+  m->count = 0;
+  memset(m->inl, 0, sizeof m->inl);
 }
 
-static inline void put_byte(encoder *e, int c) {
-  if (e->b->cap == e->b->len) grow(e, 1);
-  e->b->data[e->b->len++] = (unsigned char)c;
+static void idmap_free(idmap *m) {
+  if (m->slots != m->inl) free(m->slots);
+  m->slots = m->inl;
 }
 
-static inline void put_varint(encoder *e, uint64_t v) {
-  unsigned char tmp[10];
-  int n = 0;
-  while (v >= 0x80) { tmp[n++] = (unsigned char)(v | 0x80); v >>= 7; }
-  tmp[n++] = (unsigned char)v;
-  put(e, tmp, (size_t)n);
-}
-
-static inline uint64_t zigzag(lua_Integer i) {
-  return ((uint64_t)i << 1) ^ (uint64_t)(i >> 63);
-}
-
-static void check_size(encoder *e) {
-  if (e->o->max_size && e->b->len > e->o->max_size) {
-    lua_pushfstring(e->L, "encoded size over the limit of %I bytes",
-                    (lua_Integer)e->o->max_size);
-    fail(e, lua_tostring(e->L, -1));
+/* Returns the slot of k: its value when slot->key == k, else the empty
+** slot where k goes. */
+static idmap_slot *idmap_find(idmap *m, const void *k) {
+  size_t i = idmap_hash(k, m->mask);
+  for (;;) {
+    idmap_slot *s = &m->slots[i];
+    if (s->key == k || s->key == NULL) return s;
+    i = (i + 1) & m->mask;
   }
 }
 
-static void push_path_text(encoder *e);
-
-/* Raise an encoding error: "cannot transfer argument #2 (field 'x'): why".
-** The path is described now, while its keys are still on the stack. The
-** leading \1 tells lf_encode that the message is complete. */
-static int fail(encoder *e, const char *why) {
-  lua_State *L = e->L;
-  lua_pushstring(L, why);
-  push_path_text(e);
-  lua_pushfstring(L, "\1cannot transfer %s: %s", lua_tostring(L, -1),
-                  lua_tostring(L, -2));
-  return lua_error(L);
+/* [-0, +0, m] grows the map when half full (raises on out of memory). */
+static void idmap_put(lua_State *L, idmap *m, idmap_slot *s, const void *k,
+                      size_t v) {
+  s->key = k;
+  s->val = v;
+  if (++m->count * 2 <= m->mask + 1) return;
+  size_t ncap = (m->mask + 1) * 4;
+  idmap_slot *ns = calloc(ncap, sizeof *ns);
+  if (ns == NULL) luaL_error(L, "not enough memory");
+  idmap_slot *old = m->slots;
+  size_t oldcap = m->mask + 1;
+  m->slots = ns;
+  m->mask = ncap - 1;
+  for (size_t i = 0; i < oldcap; i++)
+    if (old[i].key) *idmap_find(m, old[i].key) = old[i];
+  if (old != m->inl) free(old);
 }
 
-static void push_path(encoder *e, int kind, int idx, int n) {
-  if (e->npath < (int)(sizeof e->path / sizeof e->path[0])) {
-    path_step *s = &e->path[e->npath];
-    s->kind = kind; s->idx = idx; s->n = n;
-  }
-  e->npath++;
-}
-
-/* Assign the next ref id to the value at idx. */
-static void add_ref(encoder *e, int idx) {
-  lua_State *L = e->L;
-  if (lua_isnil(L, e->refs)) {
-    lua_newtable(L);
-    lua_replace(L, e->refs);
-  }
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, ++e->nrefs);
-  lua_rawset(L, e->refs);
-}
-
-/* If the value at idx was seen in this transfer, write a ref and return 1. */
-static int put_seen(encoder *e, int idx) {
-  lua_State *L = e->L;
-  if (lua_isnil(L, e->refs)) return 0;
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->refs) == LUA_TNUMBER) {
-    put_byte(e, T_REF);
-    put_varint(e, (uint64_t)lua_tointeger(L, -1));
-    lua_pop(L, 1);
-    return 1;
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
-/* Push the name under which package.loaded makes the value at idx (a C
-** function or a table) reachable, or nothing and return 0. */
-static int push_name(encoder *e, int idx) {
-  lua_State *L = e->L;
-  idx = lua_absindex(L, idx);
-  push_cache(L, &NAMES_KEY, 1);
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, -2) == LUA_TSTRING) { lua_remove(L, -2); return 1; }
-  lua_pop(L, 1);
-  if (lua_type(L, idx) == LUA_TTABLE) {
-    /* Tables are looked up in package.loaded itself: a miss is common
-    ** (plain data), so no scan; modules found are cached. */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, idx)) {
-        lua_pop(L, 1);               /* names, loaded, key */
-        lua_pushvalue(L, idx);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, -5);           /* cache it */
-        lua_remove(L, -2);
-        lua_remove(L, -2);
-        return 1;
-      }
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 2);
-    return 0;
-  }
-  /* A C function: scan the functions of every loaded module once, caching
-  ** them all; modules loaded later are found by the next miss's scan. */
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    if (lua_type(L, -2) == LUA_TSTRING) {
-      if (lua_iscfunction(L, -1)) {
-        lua_pushvalue(L, -1);
-        lua_pushvalue(L, -3);
-        lua_rawset(L, -6);
-      } else if (lua_istable(L, -1)) {
-        const char *mod = lua_tostring(L, -2);
-        int is_g = strcmp(mod, "_G") == 0;
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-          if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
-            lua_pushvalue(L, -1);
-            if (lua_rawget(L, -7) == LUA_TNIL || !is_g) {
-              /* base functions keep a module name if they have one */
-              lua_pop(L, 1);
-              lua_pushvalue(L, -1);
-              lua_pushfstring(L, "%s.%s", mod, lua_tostring(L, -3));
-              lua_rawset(L, -8);
-            } else {
-              lua_pop(L, 1);
-            }
-          }
-          lua_pop(L, 1);
-        }
-      }
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, -2) == LUA_TSTRING) { lua_remove(L, -2); return 1; }
-  lua_pop(L, 2);
-  return 0;
-}
-
-static void put_name(encoder *e, int tag) {
-  size_t len;
-  const char *s = lua_tolstring(e->L, -1, &len);
-  put_byte(e, tag);
-  put_varint(e, len);
-  put(e, s, len);
-  lua_pop(e->L, 1);
-}
-
-static void encode_value(encoder *e, int idx);
-
-static int is_globals(lua_State *L, int idx) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-  int eq = lua_rawequal(L, -1, idx);
-  lua_pop(L, 1);
-  return eq;
-}
-
-/* A table whose array part is all integers goes as one packed run; returns
-** 0 (and writes nothing) when it is not such a table. */
-static int put_intarray(encoder *e, int idx, lua_Integer n) {
-  lua_State *L = e->L;
-  if (n < 8 || lua_getmetatable(L, idx)) {
-    if (n >= 8) lua_pop(L, 1);
-    return 0;
-  }
-  lua_pushinteger(L, n);
-  if (lua_next(L, idx)) {   /* anything after the array part: no */
-    lua_pop(L, 2);
-    return 0;
-  }
-  size_t mark = e->b->len;
-  put_byte(e, T_INTARRAY);
-  put_varint(e, (uint64_t)n);
-  if (e->b->cap - e->b->len < (size_t)n * 8) grow(e, (size_t)n * 8);
-  unsigned char *out = e->b->data + e->b->len;
-  /* In batches: push up to 64 values, read them, drop them at once. */
-  if (!lua_checkstack(L, 64)) { e->b->len = mark; return 0; }
-  int top = lua_gettop(L);
-  for (lua_Integer i = 1; i <= n; i += 64) {
-    int k = n - i + 1 < 64 ? (int)(n - i + 1) : 64;
-    for (int j = 0; j < k; j++) lua_rawgeti(L, idx, i + j);
-    for (int j = 0; j < k; j++) {
-      if (!lua_isinteger(L, top + 1 + j)) {
-        lua_settop(L, top);
-        e->b->len = mark;
-        return 0;
-      }
-      lua_Integer v = lua_tointeger(L, top + 1 + j);
-      memcpy(out + (size_t)(i - 1 + j) * 8, &v, 8);
-    }
-    lua_settop(L, top);
-  }
-  e->b->len += (size_t)n * 8;
-  return 1;
-}
-
-static void encode_table(encoder *e, int idx) {
-  lua_State *L = e->L;
-  if (put_seen(e, idx)) return;
-  if (is_globals(L, idx)) { put_byte(e, T_GLOBALS); return; }
-  if (push_name(e, idx)) { put_name(e, T_MODULE); return; }
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  if (put_intarray(e, idx, n)) { add_ref(e, idx); check_size(e); return; }
-  add_ref(e, idx);
-  put_byte(e, T_TABLE);
-  put_varint(e, (uint64_t)n);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_pushinteger(L, i);
-    push_path(e, P_KEY, lua_gettop(L), 0);
-    lua_rawgeti(L, idx, i);
-    encode_value(e, -1);
-    lua_pop(L, 2);
-    e->npath--;
-  }
-  /* The hash part: count patched in afterwards (fixed 4 bytes). */
-  size_t count_at = e->b->len;
-  uint32_t count = 0;
-  put(e, &count, 4);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (lua_isinteger(L, -2)) {
-      lua_Integer k = lua_tointeger(L, -2);
-      if (k >= 1 && k <= n) { lua_pop(L, 1); continue; }
-    }
-    push_path(e, P_KEYOF, lua_gettop(L) - 1, 0);
-    encode_value(e, -2);
-    e->npath--;
-    push_path(e, P_KEY, lua_gettop(L) - 1, 0);
-    encode_value(e, -1);
-    e->npath--;
-    lua_pop(L, 1);
-    if (++count == UINT32_MAX) fail(e, "table with too many fields");
-  }
-  memcpy(e->b->data + count_at, &count, 4);
-  if (lua_getmetatable(L, idx)) {
-    push_path(e, P_META, 0, 0);
-    encode_value(e, -1);
-    e->npath--;
-    lua_pop(L, 1);
-  } else {
-    put_byte(e, T_NIL);
-  }
-  check_size(e);
-}
-
-static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
-  (void)L;
-  luaL_addlstring((luaL_Buffer *)ud, p, sz);
-  return 0;
-}
-
-/* Push "hash(8 bytes) .. bytecode" of the Lua function at idx, from the
-** state's cache or by dumping it. */
-static void push_bytecode(encoder *e, int idx) {
-  lua_State *L = e->L;
-  push_cache(L, &ENC_FN_KEY, 1);
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, -2) == LUA_TSTRING) { lua_remove(L, -2); return; }
-  lua_pop(L, 1);
-  luaL_Buffer lb;
-  lua_pushvalue(L, idx);
-  luaL_buffinit(L, &lb);
-  luaL_addlstring(&lb, "hashhash", 8);
-  lua_pushvalue(L, idx);
-  lua_dump(L, dump_writer, &lb, 0);
-  lua_pop(L, 1);
-  luaL_pushresult(&lb);
-  lua_remove(L, -2);
-  size_t len;
-  const char *s = lua_tolstring(L, -1, &len);
-  uint64_t h = checksum((const unsigned char *)s + 8, len - 8);
-  luaL_Buffer lb2;   /* Lua strings are immutable: build the final one */
-  luaL_buffinit(L, &lb2);
-  luaL_addlstring(&lb2, (const char *)&h, 8);
-  luaL_addlstring(&lb2, s + 8, len - 8);
-  luaL_pushresult(&lb2);
-  lua_remove(L, -2);
-  lua_pushvalue(L, idx);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, -4);
-  lua_remove(L, -2);
-}
-
-static void encode_lfunction(encoder *e, int idx) {
-  lua_State *L = e->L;
-  if (put_seen(e, idx)) return;
-  int nup = 0, only_env = 1;
-  const char *name;
-  while ((name = lua_getupvalue(L, idx, nup + 1)) != NULL) {
-    lua_pop(L, 1);
-    nup++;
-    if (strcmp(name, "_ENV") != 0) only_env = 0;
-  }
-  if (nup > 255) fail(e, "function with too many upvalues");
-  int ref = 0;
-  if (!only_env) { add_ref(e, idx); ref = e->nrefs; }
-  push_bytecode(e, idx);
-  size_t len;
-  const char *s = lua_tolstring(L, -1, &len);
-  put_byte(e, T_LFUNC);
-  put_byte(e, only_env);
-  put(e, s, 8);
-  put_varint(e, len - 8);
-  put(e, s + 8, len - 8);
-  lua_pop(L, 1);
-  put_byte(e, nup);
-  for (int i = 1; i <= nup; i++) {
-    name = lua_getupvalue(L, idx, i);
-    if (strcmp(name, "_ENV") == 0) {
-      /* A function's environment is the globals of wherever it runs:
-      ** globals never travel, whatever table the function used. */
-      put_byte(e, T_GLOBALS);
-      lua_pop(L, 1);
-      continue;
-    }
-    /* An upvalue shared with a closure already written is joined to it. */
-    void *id = lua_upvalueid(L, idx, i);
-    if (lua_isnil(L, e->upids)) { lua_newtable(L); lua_replace(L, e->upids); }
-    if (lua_rawgetp(L, e->upids, id) == LUA_TNUMBER) {
-      lua_Integer where = lua_tointeger(L, -1);
-      put_byte(e, T_SHAREDUP);
-      put_varint(e, (uint64_t)(where >> 8));
-      put_byte(e, (int)(where & 0xff));
-      lua_pop(L, 2);
-      continue;
-    }
-    lua_pop(L, 1);
-    lua_pushinteger(L, (lua_Integer)ref * 256 + i);
-    lua_rawsetp(L, e->upids, id);
-    push_path(e, P_UPVALUE, idx, i);
-    encode_value(e, -1);
-    e->npath--;
-    lua_pop(L, 1);
-  }
-}
-
-static void encode_value(encoder *e, int idx) {
-  lua_State *L = e->L;
-  idx = lua_absindex(L, idx);
-  if (e->depth >= e->o->max_depth) {
-    lua_pushfstring(L, "nesting deeper than %d levels", e->o->max_depth);
-    fail(e, lua_tostring(L, -1));
-  }
-  if (!lua_checkstack(L, 16)) fail(e, "nesting too deep for the Lua stack");
-  e->depth++;
+/* Renders one key for a path: 'name', [3], [2.5], [true], [table]. The key
+** stays untouched (lua_next needs it): numbers are never converted. */
+static void add_key(luaL_Buffer *B, lua_State *L, int idx) {
+  char tmp[64];
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: put_byte(e, T_NIL); break;
-    case LUA_TBOOLEAN: put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE); break;
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) {
-        put_byte(e, T_INT);
-        put_varint(e, zigzag(lua_tointeger(L, idx)));
-      } else {
-        lua_Number d = lua_tonumber(L, idx);
-        put_byte(e, T_FLOAT);
-        put(e, &d, sizeof d);
-      }
-      break;
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      put_byte(e, T_STR);
-      put_varint(e, len);
-      put(e, s, len);
-      check_size(e);
-      break;
+      luaL_addchar(B, '\'');
+      for (size_t i = 0; i < len && i < 40; i++)
+        luaL_addchar(B, (s[i] >= 32 && s[i] < 127) ? s[i] : '?');
+      if (len > 40) luaL_addstring(B, "...");
+      luaL_addchar(B, '\'');
+      return;
     }
-    case LUA_TTABLE: encode_table(e, idx); break;
-    case LUA_TFUNCTION:
-      if (!lua_iscfunction(L, idx)) { encode_lfunction(e, idx); break; }
-      if (push_name(e, idx)) { put_name(e, T_CFUNC); break; }
-      if (lua_getupvalue(L, idx, 1) != NULL)
-        fail(e, "C closure with upvalues, not reachable by name");
-      fail(e, "C function not reachable by name through package.loaded");
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        snprintf(tmp, sizeof tmp, "[" LUA_INTEGER_FMT "]", lua_tointeger(L, idx));
+      else
+        snprintf(tmp, sizeof tmp, "[%.14g]", (double)lua_tonumber(L, idx));
+      luaL_addstring(B, tmp);
+      return;
+    case LUA_TBOOLEAN:
+      luaL_addstring(B, lua_toboolean(L, idx) ? "[true]" : "[false]");
+      return;
+    default:
+      snprintf(tmp, sizeof tmp, "[%s]", luaL_typename(L, idx));
+      luaL_addstring(B, tmp);
+      return;
+  }
+}
+
+/* Pushes "function at src:line" (or "function <C>") for the function at
+** idx. [-0, +1, m] */
+static void push_funcname(lua_State *L, int idx) {
+  lua_Debug ar;
+  lua_pushvalue(L, idx);
+  lua_getinfo(L, ">S", &ar);
+  if (ar.what[0] == 'C')
+    lua_pushliteral(L, "C function");
+  else
+    lua_pushfstring(L, "function at %s:%d", ar.short_src, ar.linedefined);
+}
+
+/* Raises "cannot transfer <what> #<n> (<path>): <reason>". [-0, +0, v] */
+static void enc_fail(enc *e, const char *reason) {
+  lua_State *L = e->L;
+  luaL_Buffer B;
+  lua_checkstack(L, 8);
+  luaL_buffinit(L, &B);
+  lua_pushfstring(L, "cannot transfer %s #%d", e->what, e->argno);
+  luaL_addvalue(&B);
+  if (e->npath > 0) {
+    int n = e->npath < PATH_SEGS ? e->npath : PATH_SEGS;
+    int inkeys = 0;
+    luaL_addstring(&B, " (");
+    for (int i = 0; i < n; i++) {
+      const pathseg *s = &e->path[i];
+      if (s->kind == P_KEY) {
+        luaL_addstring(&B, inkeys ? "." : (i > 0 ? ", field " : "field "));
+        add_key(&B, L, s->idx);
+        inkeys = 1;
+        continue;
+      }
+      if (i > 0) luaL_addstring(&B, ", ");
+      inkeys = 0;
+      if (s->kind == P_KEYITSELF) {
+        luaL_addstring(&B, "a key");
+      } else if (s->kind == P_META) {
+        luaL_addstring(&B, "metatable");
+      } else {
+        const char *name = lua_getupvalue(L, s->idx, s->n);
+        lua_pop(L, 1);
+        if (name != NULL && name[0] != '\0' && name[0] != '(')
+          lua_pushfstring(L, "upvalue '%s' of ", name);
+        else
+          lua_pushfstring(L, "upvalue #%d of ", s->n);
+        luaL_addvalue(&B);
+        push_funcname(L, s->idx);
+        luaL_addvalue(&B);
+      }
+    }
+    if (e->npath > PATH_SEGS) luaL_addstring(&B, ", ...");
+    luaL_addchar(&B, ')');
+  }
+  luaL_addstring(&B, ": ");
+  luaL_addstring(&B, reason);
+  luaL_pushresult(&B);
+  lua_error(L);
+}
+
+static inline void path_push(enc *e, int kind, int idx, int n) {
+  if (e->npath < PATH_SEGS) {
+    e->path[e->npath].kind = kind;
+    e->path[e->npath].idx = idx;
+    e->path[e->npath].n = n;
+  }
+  e->npath++;
+}
+#define path_pop(e) ((e)->npath--)
+
+/* Makes room for n more bytes. [-0, +0, v] */
+static void enc_grow(enc *e, size_t n) {
+  lf_buf *b = e->b;
+  if (n > SIZE_MAX / 2 - b->len) enc_fail(e, "too large");
+  size_t need = b->len + n;
+  if (e->o->max_size && need > e->o->max_size) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "encoded size over the limit (max_size %zu bytes)",
+             e->o->max_size);
+    enc_fail(e, msg);
+  }
+  size_t ncap = b->cap ? b->cap : 256;
+  while (ncap < need) ncap *= 2;
+  if (e->o->max_size && ncap > e->o->max_size && need <= e->o->max_size)
+    ncap = e->o->max_size;
+  unsigned char *nd = realloc(b->data, ncap);
+  if (nd == NULL) luaL_error(e->L, "not enough memory");
+  b->data = nd;
+  b->cap = ncap;
+}
+
+static inline unsigned char *enc_reserve(enc *e, size_t n) {
+  if (e->b->cap - e->b->len < n) enc_grow(e, n);
+  return e->b->data + e->b->len;
+}
+
+static inline void put_byte(enc *e, unsigned c) {
+  *enc_reserve(e, 1) = (unsigned char)c;
+  e->b->len++;
+}
+
+static inline void put_varint(enc *e, uint64_t v) {
+  unsigned char *p = enc_reserve(e, 10), *q = p;
+  while (v >= 0x80) { *q++ = (unsigned char)(v | 0x80); v >>= 7; }
+  *q++ = (unsigned char)v;
+  e->b->len += (size_t)(q - p);
+}
+
+static inline void put_bytes(enc *e, const void *s, size_t n) {
+  memcpy(enc_reserve(e, n), s, n);
+  e->b->len += n;
+}
+
+/* Payload offset of the next byte: the id of an object whose tag goes
+** there. */
+#define enc_off(e) ((e)->b->len - HDR_SIZE)
+
+static void put_int(enc *e, lua_Integer v) {
+  unsigned char *p = enc_reserve(e, 9);
+  if (v >= INT8_MIN && v <= INT8_MAX) {
+    p[0] = T_INT8; p[1] = (unsigned char)(int8_t)v; e->b->len += 2;
+  } else if (v >= INT16_MIN && v <= INT16_MAX) {
+    p[0] = T_INT16; wr16(p + 1, (uint16_t)(int16_t)v); e->b->len += 3;
+  } else if (v >= INT32_MIN && v <= INT32_MAX) {
+    p[0] = T_INT32; wr32(p + 1, (uint32_t)(int32_t)v); e->b->len += 5;
+  } else {
+    p[0] = T_INT64; wr64(p + 1, (uint64_t)v); e->b->len += 9;
+  }
+}
+
+static void put_float(enc *e, lua_Number v) {
+  unsigned char *p = enc_reserve(e, 9);
+  double d = (double)v;
+  uint64_t bits;
+  memcpy(&bits, &d, 8);
+  p[0] = T_FLOAT;
+  wr64(p + 1, bits);
+  e->b->len += 9;
+}
+
+/* Looks obj up in the identity map: when it was encoded before, writes a
+** T_REF to it (marking the original T_KEEP) and returns 1; otherwise
+** records it at the current offset and returns 0. */
+static int enc_seen(enc *e, const void *obj) {
+  idmap_slot *s = idmap_find(&e->ids, obj);
+  if (s->key == obj) {
+    e->b->data[HDR_SIZE + s->val] |= T_KEEP;
+    put_byte(e, T_REF);
+    put_varint(e, s->val);
+    return 1;
+  }
+  idmap_put(e->L, &e->ids, s, obj, enc_off(e));
+  return 0;
+}
+
+static void enc_depth_in(enc *e) {
+  if (++e->depth > e->max_depth) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "nesting deeper than %d levels", e->max_depth);
+    enc_fail(e, msg);
+  }
+  if (!lua_checkstack(e->L, 10)) enc_fail(e, "Lua stack overflow");
+}
+
+/* Is the value `name` worse than `cand` as the name of one object? Shorter
+** wins, then the smaller string, so the choice does not depend on table
+** order. */
+static int name_better(const char *cand, size_t clen, const char *cur,
+                       size_t curlen) {
+  if (clen != curlen) return clen < curlen;
+  return memcmp(cand, cur, clen) < 0;
+}
+
+/* Offers `name` for the value at the top of the stack in the names table
+** at `names`. Pops the value. [-1, +0, m] */
+static void names_offer(lua_State *L, int names, const char *name, size_t len) {
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, names) == LUA_TSTRING) {
+    size_t curlen;
+    const char *cur = lua_tolstring(L, -1, &curlen);
+    if (!name_better(name, len, cur, curlen)) { lua_pop(L, 2); return; }
+  }
+  lua_pop(L, 1);
+  lua_pushlstring(L, name, len);
+  lua_rawset(L, names);
+}
+
+/* Builds the reverse map of package.loaded: every module table -> its name
+** and every C function field -> "module.field", and stores it (weak-keyed)
+** in the registry. Leaves it at the top. [-0, +1, m] */
+static void names_build(lua_State *L) {
+  lua_createtable(L, 0, 256);
+  int names = lua_gettop(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, names);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  int loaded = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      continue;
+    }
+    size_t mlen;
+    const char *mod = lua_tolstring(L, -2, &mlen);
+    int modt = lua_gettop(L);
+    if (mlen < MAX_NAME) {
+      lua_pushvalue(L, modt);
+      names_offer(L, names, mod, mlen);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, modt)) {
+      size_t flen;
+      if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+        const char *field = lua_tolstring(L, -2, &flen);
+        if (mlen + flen + 1 < MAX_NAME && memchr(field, '.', flen) == NULL) {
+          char full[MAX_NAME];
+          memcpy(full, mod, mlen);
+          full[mlen] = '.';
+          memcpy(full + mlen + 1, field, flen);
+          lua_pushvalue(L, -1);
+          names_offer(L, names, full, mlen + 1 + flen);
+        }
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, names);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &NAMES_KEY);
+}
+
+/* Pushes the name of the value at idx (a table or a C function), or
+** returns 0 and pushes nothing. [-0, +(0|1), m] */
+static int enc_name(enc *e, int idx, int rescan) {
+  lua_State *L = e->L;
+  if (e->names == 0) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &NAMES_KEY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      names_build(L);
+      e->rescanned = 1;
+    }
+    e->names = lua_gettop(L);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->names) == LUA_TSTRING) return 1;
+  lua_pop(L, 1);
+  if (!rescan || e->rescanned) return 0;
+  /* a C function we do not know: a module may have been loaded since */
+  names_build(L);
+  lua_replace(L, e->names);
+  e->rescanned = 1;
+  return enc_name(e, idx, 0);
+}
+
+/* Writes tag + the name at the top of the stack and pops it. [-1, +0, v] */
+static void put_name(enc *e, int tag) {
+  size_t len;
+  const char *s = lua_tolstring(e->L, -1, &len);
+  put_byte(e, (unsigned)tag);
+  put_varint(e, len);
+  put_bytes(e, s, len);
+  lua_pop(e->L, 1);
+  e->flags |= FLAG_FUNCTIONS;
+}
+
+/* Closes the packed run started at `pos` (0: none) holding `count` values.
+** An integer run is narrowed in place to the smallest width that holds
+** [lo, hi]; a run of one value becomes a plain scalar. */
+static void run_close(enc *e, size_t pos, int isint, uint32_t count,
+                      lua_Integer lo, lua_Integer hi) {
+  unsigned char *base = e->b->data + pos;
+  if (!isint) {
+    if (count == 1) {     /* T_FRUN n x  ->  T_FLOAT x */
+      base[0] = T_FLOAT;
+      memmove(base + 1, base + 5, 8);
+      e->b->len = pos + 9;
+    } else {
+      wr32(base + 1, count);
+    }
+    return;
+  }
+  unsigned w = (lo >= INT8_MIN && hi <= INT8_MAX) ? 1
+             : (lo >= INT16_MIN && hi <= INT16_MAX) ? 2
+             : (lo >= INT32_MIN && hi <= INT32_MAX) ? 4 : 8;
+  unsigned char *src = base + 6;
+  if (count == 1) {       /* T_IRUN w n x  ->  T_INTw x */
+    uint64_t v = rd64(src);
+    e->b->len = pos;
+    put_int(e, (lua_Integer)v);
+    return;
+  }
+  base[1] = (unsigned char)w;
+  wr32(base + 2, count);
+  switch (w) {
+    case 1:
+      for (uint32_t i = 0; i < count; i++) src[i] = (unsigned char)rd64(src + 8 * (size_t)i);
       break;
-    case LUA_TUSERDATA: {
-      if (lua_getmetatable(L, idx)) {
-        for (int k = 0; k < nkinds; k++) {
-          luaL_getmetatable(L, kinds[k]->tname);
-          int eq = lua_rawequal(L, -1, -2);
-          lua_pop(L, 1);
-          if (!eq) continue;
-          lua_pop(L, 1);
-          const char *what = kinds[k]->tname;
-          if (strncmp(what, "futures.", 8) == 0) what += 8;
-          if (!e->o->in_process) {
-            lua_pushfstring(L, "%s (a shared handle cannot leave the process)", what);
-            fail(e, lua_tostring(L, -1));
+    case 2:
+      for (uint32_t i = 0; i < count; i++) wr16(src + 2 * (size_t)i, (uint16_t)rd64(src + 8 * (size_t)i));
+      break;
+    case 4:
+      for (uint32_t i = 0; i < count; i++) wr32(src + 4 * (size_t)i, (uint32_t)rd64(src + 8 * (size_t)i));
+      break;
+    default:
+      break;
+  }
+  e->b->len = pos + 6 + (size_t)w * count;
+}
+
+/* Encodes the table at idx. Layout: tag, u32 narr, u32 nhash, narr array
+** items (values of keys 1..narr, with packed runs), nhash key/value pairs,
+** then the metatable for T_TABLE_MT. One lua_next pass: the array part
+** comes first in Lua's traversal order, and the first key that breaks the
+** sequence 1, 2, 3 ... starts the hash section. [-0, +0, v] */
+static void enc_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (lua_rawequal(L, idx, e->globals)) { put_byte(e, T_GLOBALS); return; }
+  if (enc_seen(e, lua_topointer(L, idx))) return;
+  if (enc_name(e, idx, 0)) { put_name(e, T_MODULE); return; }
+  enc_depth_in(e);
+  int hasmt = lua_getmetatable(L, idx);
+  if (hasmt) lua_pop(L, 1);
+  unsigned char *p = enc_reserve(e, 9);
+  size_t counts = e->b->len + 1;
+  p[0] = hasmt ? T_TABLE_MT : T_TABLE;
+  e->b->len += 9;
+  uint32_t narr = 0, nhash = 0;
+  int inarray = 1;
+  size_t runpos = 0;               /* 0: no open run */
+  int runint = 0;
+  uint32_t runcount = 0;
+  lua_Integer lo = 0, hi = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int top = lua_gettop(L);
+    if (inarray) {
+      if (lua_isinteger(L, top - 1) && lua_tointeger(L, top - 1) == (lua_Integer)narr + 1
+          && narr < UINT32_MAX) {
+        narr++;
+        if (lua_type(L, top) == LUA_TNUMBER) {
+          int isint = lua_isinteger(L, top);
+          if (runpos && (runint != isint || runcount == UINT32_MAX)) {
+            run_close(e, runpos, runint, runcount, lo, hi);
+            runpos = 0;
           }
-          void *obj = *(void **)lua_touserdata(L, idx);
-          if (obj == NULL) fail(e, "released handle");
-          lf_buf *b = e->b;
-          if (b->nhandles == b->hcap) {
-            size_t cap = b->hcap ? b->hcap * 2 : 4;
-            lf_buf_handle *h = realloc(b->handles, cap * sizeof *h);
-            if (h == NULL) fail(e, "not enough memory");
-            b->handles = h;
-            b->hcap = cap;
+          if (isint) {
+            lua_Integer v = lua_tointeger(L, top);
+            unsigned char *q = enc_reserve(e, 14);
+            if (!runpos) {
+              runpos = e->b->len; runint = 1; runcount = 0; lo = hi = v;
+              q[0] = T_IRUN;
+              q += 6;
+              e->b->len += 6;
+            }
+            wr64(q, (uint64_t)v);
+            e->b->len += 8;
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+          } else {
+            double d = (double)lua_tonumber(L, top);
+            uint64_t bits;
+            unsigned char *q = enc_reserve(e, 13);
+            if (!runpos) {
+              runpos = e->b->len; runint = 0; runcount = 0;
+              q[0] = T_FRUN;
+              q += 5;
+              e->b->len += 5;
+            }
+            memcpy(&bits, &d, 8);
+            wr64(q, bits);
+            e->b->len += 8;
           }
-          kinds[k]->retain(obj);
-          b->handles[b->nhandles].kind = kinds[k];
-          b->handles[b->nhandles].obj = obj;
-          b->nhandles++;
-          put_byte(e, T_HANDLE);
-          put_byte(e, k);
-          put(e, &obj, sizeof obj);
-          e->depth--;
-          return;
+          runcount++;
+        } else {
+          if (runpos) { run_close(e, runpos, runint, runcount, lo, hi); runpos = 0; }
+          path_push(e, P_KEY, top - 1, 0);
+          enc_value(e, top);
+          path_pop(e);
         }
         lua_pop(L, 1);
+        continue;
       }
-      fail(e, "userdata");
-      break;
+      if (runpos) { run_close(e, runpos, runint, runcount, lo, hi); runpos = 0; }
+      inarray = 0;
     }
-    case LUA_TLIGHTUSERDATA: fail(e, "light userdata"); break;
-    case LUA_TTHREAD: fail(e, "thread (coroutine)"); break;
-    default: fail(e, luaL_typename(L, idx)); break;
+    path_push(e, P_KEYITSELF, top - 1, 0);
+    enc_value(e, top - 1);
+    e->path[e->npath - 1 < PATH_SEGS ? e->npath - 1 : 0].kind =
+        e->npath - 1 < PATH_SEGS ? P_KEY : P_KEYITSELF;
+    enc_value(e, top);
+    path_pop(e);
+    nhash++;
+    lua_pop(L, 1);
+  }
+  if (runpos) run_close(e, runpos, runint, runcount, lo, hi);
+  wr32(e->b->data + counts, narr);
+  wr32(e->b->data + counts + 4, nhash);
+  if (hasmt) {
+    lua_getmetatable(L, idx);
+    path_push(e, P_META, 0, 0);
+    enc_value(e, lua_gettop(L));
+    path_pop(e);
+    lua_pop(L, 1);
   }
   e->depth--;
 }
 
-/* Describe the failing value: "argument #2 (field 'conn'.[3])". [-0,+1,m] */
-static void push_path_text(encoder *e) {
-  lua_State *L = e->L;
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  lua_pushfstring(L, "%s #%d", e->what, e->base + e->top_index);
-  luaL_addvalue(&b);
-  int n = e->npath;
-  if (n > (int)(sizeof e->path / sizeof e->path[0]))
-    n = (int)(sizeof e->path / sizeof e->path[0]);
-  for (int i = 0; i < n; i++) {
-    path_step *s = &e->path[i];
-    if (n > 12 && i == 6) {   /* a deep path: its two ends say enough */
-      luaL_addstring(&b, ".....");
-      i = n - 6;
-      s = &e->path[i];
-    }
-    luaL_addstring(&b, i == 0 ? " (" : ".");
-    switch (s->kind) {
-      case P_KEY: case P_KEYOF: {
-        if (s->kind == P_KEYOF) luaL_addstring(&b, "key of ");
-        int t = lua_type(L, s->idx);
-        if (t == LUA_TSTRING) lua_pushfstring(L, "field '%s'", lua_tostring(L, s->idx));
-        else if (t == LUA_TNUMBER) lua_pushfstring(L, "[%s]", luaL_tolstring(L, s->idx, NULL)), lua_remove(L, -2);
-        else lua_pushfstring(L, "[%s key]", luaL_typename(L, s->idx));
-        luaL_addvalue(&b);
-        break;
-      }
-      case P_UPVALUE: {
-        lua_Debug ar;
-        const char *uname = lua_getupvalue(L, s->idx, s->n);
-        lua_pop(L, 1);
-        lua_pushvalue(L, s->idx);
-        lua_getinfo(L, ">S", &ar);
-        lua_pushfstring(L, "upvalue '%s' of function at %s:%d", uname ? uname : "?",
-                        ar.short_src, ar.linedefined);
-        luaL_addvalue(&b);
-        break;
-      }
-      case P_META: luaL_addstring(&b, "metatable"); break;
-    }
+/* lua_dump writer: appends to a luaL_Buffer started on the first call, once
+** lua_dump has taken the function from the top of the stack. */
+typedef struct dumpstate { luaL_Buffer B; int init; } dumpstate;
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+  dumpstate *ds = ud;
+  if (!ds->init) {
+    ds->init = 1;
+    luaL_buffinit(L, &ds->B);
+    luaL_addlstring(&ds->B, "\0\0\0\0\0\0\0\0", 8);   /* room for the hash */
   }
-  if (n > 0) luaL_addchar(&b, ')');
-  luaL_pushresult(&b);
+  luaL_addlstring(&ds->B, p, sz);
+  return 0;
 }
 
-typedef struct encode_args {
-  int n;
-  const char *what;
-  int base;
-  lf_buf *out;
-  const lf_codec_opts *opts;
-} encode_args;
+/* Pushes the cache entry of the Lua function at idx: a string holding its
+** 64-bit bytecode hash (8 bytes, little-endian) then its bytecode, dumped
+** with debug info. Dumps on a miss. [-0, +1, m] */
+static void enc_bytecode(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (e->fcache == 0) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FCACHE_KEY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 16);
+      lua_createtable(L, 0, 1);
+      lua_pushliteral(L, "k");
+      lua_setfield(L, -2, "__mode");
+      lua_setmetatable(L, -2);
+      lua_pushvalue(L, -1);
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &FCACHE_KEY);
+    }
+    e->fcache = lua_gettop(L);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->fcache) == LUA_TSTRING) return;
+  lua_pop(L, 1);
+  dumpstate ds;
+  ds.init = 0;
+  lua_pushvalue(L, idx);
+  if (lua_dump(L, dump_writer, &ds, 0) != 0 || !ds.init)
+    enc_fail(e, "function cannot be dumped");
+  unsigned char *code = (unsigned char *)luaL_buffaddr(&ds.B);
+  size_t len = luaL_bufflen(&ds.B);
+  wr64(code, lf_hash64(code + 8, len - 8));
+  luaL_pushresult(&ds.B);
+  lua_remove(L, -2);                  /* the function copy */
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, e->fcache);
+}
 
-/* Runs under lua_pcall: argument 1 the encode_args, then the n values;
-** two more slots hold the ref tables once needed. */
-static int protected_encode(lua_State *L) {
-  encode_args *a = lua_touserdata(L, 1);
-  encoder e;
-  e.L = L; e.b = a->out; e.o = a->opts;
-  e.what = a->what; e.base = a->base;
-  e.nrefs = e.depth = e.npath = 0;
-  lua_settop(L, a->n + 3);
-  e.refs = a->n + 2;
-  e.upids = a->n + 3;
-  unsigned char header[HEADER_SIZE] = { 0 };
-  put(&e, header, HEADER_SIZE);
-  put_varint(&e, (uint64_t)a->n);
-  for (int i = 0; i < a->n; i++) {
-    e.top_index = i;
-    encode_value(&e, 2 + i);
+/* Encodes the Lua function at idx: its cached bytecode, then each upvalue:
+** T_GLOBALS for the source's global table, T_UPJOIN when the upvalue cell
+** was already encoded for another function of this transfer, else the
+** value. [-0, +0, v] */
+static void enc_lfunc(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (enc_seen(e, lua_topointer(L, idx))) return;
+  size_t self = enc_off(e);
+  enc_depth_in(e);
+  enc_bytecode(e, idx);
+  size_t len;
+  const char *entry = lua_tolstring(L, -1, &len);
+  unsigned char *p = enc_reserve(e, 1 + 8 + 10 + (len - 8) + 1);
+  p[0] = T_LFUNC;
+  memcpy(p + 1, entry, 8);
+  e->b->len += 9;
+  put_varint(e, len - 8);
+  put_bytes(e, entry + 8, len - 8);
+  lua_pop(L, 1);
+  size_t nupspos = e->b->len;
+  put_byte(e, 0);
+  e->flags |= FLAG_FUNCTIONS;
+  int n = 0;
+  while (lua_getupvalue(L, idx, n + 1) != NULL) {
+    n++;
+    int top = lua_gettop(L);
+    if (lua_rawequal(L, top, e->globals)) {
+      put_byte(e, T_GLOBALS);
+    } else {
+      const void *cell = (const void *)((uintptr_t)lua_upvalueid(L, idx, n) | 1u);
+      idmap_slot *s = idmap_find(&e->ids, cell);
+      if (s->key == cell) {
+        size_t fn = s->val >> 8;
+        e->b->data[HDR_SIZE + fn] |= T_KEEP;
+        put_byte(e, T_UPJOIN);
+        put_varint(e, fn);
+        put_byte(e, (unsigned)(s->val & 0xff));
+      } else {
+        idmap_put(L, &e->ids, s, cell, (self << 8) | (size_t)n);
+        path_push(e, P_UPVAL, idx, n);
+        enc_value(e, top);
+        path_pop(e);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  e->b->data[nupspos] = (unsigned char)n;
+  e->depth--;
+}
+
+/* A display name for a handle kind: the last dotted part of its metatable
+** name, CamelCase split into lower-case words ("futures.Future" ->
+** "future", "futures.ThreadPoolExecutor" -> "thread pool executor"). */
+static void kind_display(const char *tname, char *out, size_t cap) {
+  const char *s = strrchr(tname, '.');
+  s = s ? s + 1 : tname;
+  size_t j = 0;
+  for (size_t i = 0; s[i] && j + 2 < cap; i++) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') {
+      if (i > 0 && s[i - 1] >= 'a' && s[i - 1] <= 'z') out[j++] = ' ';
+      c = (char)(c - 'A' + 'a');
+    }
+    out[j++] = c;
+  }
+  out[j] = '\0';
+}
+
+/* Encodes a userdata: a registered handle kind as a retained pointer when
+** in-process; anything else is an error. [-0, +0, v] */
+static void enc_userdata(enc *e, int idx) {
+  lua_State *L = e->L;
+  char reason[160];
+  if (lua_getmetatable(L, idx)) {
+    int mt = lua_gettop(L);
+    for (int k = 0; k < nkinds; k++) {
+      luaL_getmetatable(L, kinds[k]->tname);
+      int same = lua_rawequal(L, -1, mt);
+      lua_pop(L, 1);
+      if (!same) continue;
+      lua_pop(L, 1);
+      char disp[64];
+      kind_display(kinds[k]->tname, disp, sizeof disp);
+      if (!e->o->in_process) {
+        snprintf(reason, sizeof reason,
+                 "%s (a shared handle cannot leave the process)", disp);
+        enc_fail(e, reason);
+      }
+      if (lua_rawlen(L, idx) < sizeof(void *)) enc_fail(e, disp);
+      void *obj = *(void **)lua_touserdata(L, idx);
+      if (enc_seen(e, lua_topointer(L, idx))) return;
+      lf_buf *b = e->b;
+      if (b->nhandles == b->hcap) {
+        size_t ncap = b->hcap ? b->hcap * 2 : 4;
+        lf_buf_handle *nh = realloc(b->handles, ncap * sizeof *nh);
+        if (nh == NULL) luaL_error(L, "not enough memory");
+        b->handles = nh;
+        b->hcap = ncap;
+      }
+      unsigned char *p = enc_reserve(e, 10);
+      kinds[k]->retain(obj);
+      b->handles[b->nhandles].kind = kinds[k];
+      b->handles[b->nhandles].obj = obj;
+      b->nhandles++;
+      p[0] = T_HANDLE;
+      p[1] = (unsigned char)k;
+      wr64(p + 2, (uint64_t)(uintptr_t)obj);
+      b->len += 10;
+      e->flags |= FLAG_HANDLES;
+      return;
+    }
+    if (lua_getfield(L, mt, "__name") == LUA_TSTRING) {
+      snprintf(reason, sizeof reason, "userdata (%.100s)", lua_tostring(L, -1));
+      enc_fail(e, reason);
+    }
+  }
+  enc_fail(e, "userdata");
+}
+
+/* Encodes the value at idx (an absolute index). [-0, +0, v] */
+static void enc_value(enc *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: put_byte(e, T_NIL); return;
+    case LUA_TBOOLEAN: put_byte(e, lua_toboolean(L, idx) ? T_TRUE : T_FALSE); return;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) put_int(e, lua_tointeger(L, idx));
+      else put_float(e, lua_tonumber(L, idx));
+      return;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      unsigned char *p = enc_reserve(e, 11 + len), *q = p + 1;
+      size_t v = len;
+      p[0] = T_STR;
+      while (v >= 0x80) { *q++ = (unsigned char)(v | 0x80); v >>= 7; }
+      *q++ = (unsigned char)v;
+      memcpy(q, s, len);
+      e->b->len += (size_t)(q - p) + len;
+      return;
+    }
+    case LUA_TTABLE: enc_table(e, idx); return;
+    case LUA_TFUNCTION:
+      if (!lua_iscfunction(L, idx)) { enc_lfunc(e, idx); return; }
+      if (enc_name(e, idx, 1)) { put_name(e, T_CFUNC); return; }
+      if (lua_getupvalue(L, idx, 1) != NULL)
+        enc_fail(e, "C closure with upvalues (not reachable by name in package.loaded)");
+      enc_fail(e, "C function not reachable by name in package.loaded");
+      return;
+    case LUA_TUSERDATA: enc_userdata(e, idx); return;
+    case LUA_TLIGHTUSERDATA: enc_fail(e, "light userdata"); return;
+    case LUA_TTHREAD: enc_fail(e, "thread (coroutine)"); return;
+    default: enc_fail(e, luaL_typename(L, idx)); return;
+  }
+}
+
+/* The protected body of lf_encode: the light userdata `enc` at 1, then the
+** values. */
+static int enc_main(lua_State *L) {
+  enc *e = lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 1;
+  unsigned char *p = enc_reserve(e, HDR_SIZE + 10);
+  memset(p, 0, HDR_SIZE);
+  e->b->len = HDR_SIZE;
+  put_varint(e, (uint64_t)n);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  e->globals = lua_gettop(L);
+  for (int i = 0; i < n; i++) {
+    e->argno += (i > 0);
+    enc_value(e, 2 + i);
   }
   return 0;
 }
@@ -668,373 +939,496 @@ static int protected_encode(lua_State *L) {
 int lf_encode(lua_State *L, int first, int n, const char *what, int base,
               lf_buf *out, const lf_codec_opts *opts) {
   if (opts == NULL) opts = &lf_codec_defaults;
-  lf_codec_opts o = *opts;
-  if (o.max_depth <= 0 || o.max_depth > LF_CODEC_MAX_DEPTH)
-    o.max_depth = o.max_depth <= 0 ? 1 : LF_CODEC_MAX_DEPTH;
   first = lua_absindex(L, first);
-  if (!lua_checkstack(L, n + 8)) {
-    lua_pushliteral(L, "cannot transfer: too many values");
+  enc e;
+  e.L = L;
+  e.b = out;
+  e.o = opts;
+  e.max_depth = opts->max_depth <= 0 ? LF_CODEC_DEFAULT_DEPTH
+              : opts->max_depth > HARD_DEPTH ? HARD_DEPTH : opts->max_depth;
+  e.depth = 0;
+  e.what = what ? what : "value";
+  e.argno = base;
+  e.globals = e.fcache = e.names = 0;
+  e.rescanned = 0;
+  e.flags = 0;
+  e.npath = 0;
+  idmap_init(&e.ids);
+  if (n < 0 || !lua_checkstack(L, n + 4)) {
+    if (lua_checkstack(L, 1)) lua_pushliteral(L, "cannot transfer: too many values");
     return -1;
   }
-  encode_args a = { n, what, base, out, &o };
-  lua_pushcfunction(L, protected_encode);
-  lua_pushlightuserdata(L, &a);
+  lua_pushcfunction(L, enc_main);
+  lua_pushlightuserdata(L, &e);
   for (int i = 0; i < n; i++) lua_pushvalue(L, first + i);
-  if (lua_pcall(L, n + 1, 0, 0) == LUA_OK) {
-    size_t plen = out->len - HEADER_SIZE;
-    uint64_t len64 = plen, sum = checksum(out->data + HEADER_SIZE, plen);
-    out->data[0] = 'L'; out->data[1] = 'F';
-    out->data[2] = FORMAT_VERSION; out->data[3] = 0;
-    memcpy(out->data + 8, &len64, 8);
-    memcpy(out->data + 16, &sum, 8);
-    return 0;
+  int rc = lua_pcall(L, n + 1, 0, 0);
+  idmap_free(&e.ids);
+  if (rc != LUA_OK) {
+    lf_buf_free(out);
+    return -1;
   }
-  lf_buf_free(out);
-  const char *msg = lua_tostring(L, -1);
-  if (msg == NULL) msg = "error object while encoding";
-  if (msg[0] == '\1') lua_pushstring(L, msg + 1);
-  else lua_pushfstring(L, "cannot transfer %s #%d: %s", what, base, msg);
-  lua_replace(L, -2);
-  return -1;
-}
-
-/* ==================================================================== */
-/* Decoder                                                               */
-/* ==================================================================== */
-
-typedef struct decoder {
-  lua_State *L;
-  const unsigned char *p, *end;
-  const lf_codec_opts *o;
-  int refs;         /* stack slot: ref id -> value */
-  int nrefs;
-  int depth;
-} decoder;
-
-static int bad(decoder *d, const char *why) {
-  return luaL_error(d->L, "malformed data: %s", why);
-}
-
-static inline void need(decoder *d, size_t n) {
-  if ((size_t)(d->end - d->p) < n) bad(d, "truncated");
-}
-
-static inline int get_byte(decoder *d) {
-  need(d, 1);
-  return *d->p++;
-}
-
-static uint64_t get_varint(decoder *d) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    int c = get_byte(d);
-    v |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) return v;
-  }
-  bad(d, "varint too long");
+  unsigned char *h = out->data;
+  size_t plen = out->len - HDR_SIZE;
+  h[0] = MAGIC0; h[1] = MAGIC1; h[2] = MAGIC2; h[3] = FORMAT_VERSION;
+  wr32(h + 4, e.flags);
+  wr64(h + 8, (uint64_t)plen);
+  wr64(h + 16, lf_hash64(h + HDR_SIZE, plen));
   return 0;
 }
 
-/* A length that the remaining input must be able to hold. */
-static size_t get_len(decoder *d, size_t unit) {
-  uint64_t n = get_varint(d);
-  if (n > (uint64_t)(d->end - d->p) / unit) bad(d, "length past the end");
-  return (size_t)n;
+/* ---------------------------------------------------------------------- */
+/* Decoder                                                                 */
+/* ---------------------------------------------------------------------- */
+
+typedef struct dec {
+  lua_State *L;
+  const unsigned char *start;   /* payload start: offsets count from here */
+  const unsigned char *p, *end;
+  const lf_codec_opts *o;
+  int max_depth, depth;
+  int refs;                     /* stack index of offset -> object, or 0 */
+  int globals;
+  int rcache;                   /* stack index, 0 until needed */
+} dec;
+
+static void dec_value(dec *d);
+
+/* Raises "cannot decode transfer data: <why> (at byte N)". [-0, +0, v] */
+static void dec_fail(dec *d, const char *why) {
+  luaL_error(d->L, "cannot decode transfer data: %s (at byte %d)", why,
+             (int)((d->p - d->start) + HDR_SIZE));
 }
 
-static void decode_value(decoder *d);
-
-static void new_ref(decoder *d) {
-  lua_State *L = d->L;
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, d->refs, ++d->nrefs);
+static inline void need(dec *d, size_t n) {
+  if ((size_t)(d->end - d->p) < n) dec_fail(d, "truncated");
 }
 
-/* require(name), or package.loaded[name] if already there. [-0,+1,e] */
-static void push_module(lua_State *L, const char *name, size_t len) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushlstring(L, name, len);
-  if (lua_rawget(L, -2) != LUA_TNIL) { lua_remove(L, -2); return; }
-  lua_pop(L, 2);
-  lua_getglobal(L, "require");
-  lua_pushlstring(L, name, len);
-  lua_call(L, 1, 1);
-}
+static inline size_t left(const dec *d) { return (size_t)(d->end - d->p); }
 
-static const char *get_name(decoder *d, size_t *len) {
-  *len = get_len(d, 1);
-  if (*len == 0 || *len > MAX_NAME) bad(d, "bad name length");
-  const char *s = (const char *)d->p;
-  d->p += *len;
-  return s;
-}
-
-static void decode_cfunction(decoder *d) {
-  lua_State *L = d->L;
-  size_t len;
-  const char *name = get_name(d, &len);
-  if (!d->o->functions) bad(d, "functions are refused");
-  const char *dot = NULL;
-  for (size_t i = 0; i < len; i++) if (name[i] == '.') dot = name + i;
-  if (dot == NULL || dot == name || dot == name + len - 1) bad(d, "bad C function name");
-  push_module(L, name, (size_t)(dot - name));
-  lua_pushlstring(L, dot + 1, (size_t)(name + len - dot - 1));
-  if (!lua_istable(L, -2) || lua_gettable(L, -2) != LUA_TFUNCTION) {
-    lua_pushlstring(L, name, len);
-    luaL_error(L, "C function '%s' not found here", lua_tostring(L, -1));
+static uint64_t get_varint(dec *d) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    need(d, 1);
+    unsigned c = *d->p++;
+    if (shift == 63 && c > 1) break;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) return v;
   }
+  dec_fail(d, "bad varint");
+  return 0;
+}
+
+/* A length that must fit in what is left of the input. */
+static size_t get_len(dec *d) {
+  uint64_t v = get_varint(d);
+  if (v > left(d)) dec_fail(d, "length past the end of the input");
+  return (size_t)v;
+}
+
+static void dec_depth_in(dec *d) {
+  if (++d->depth > d->max_depth) dec_fail(d, "nesting too deep");
+  if (!lua_checkstack(d->L, 10)) dec_fail(d, "Lua stack overflow");
+}
+
+/* Records the object at the top under payload offset `off` when its tag
+** carried T_KEEP. [-0, +0, m] */
+static void dec_keep(dec *d, size_t off) {
+  lua_State *L = d->L;
+  if (d->refs == 0) {
+    /* The refs table must sit below every value being built, so it is
+    ** created in the slot reserved by dec_main. */
+    lua_newtable(L);
+    lua_replace(L, 2);
+    d->refs = 2;
+  }
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, (lua_Integer)off);
+}
+
+static void dec_ref(dec *d) {
+  lua_State *L = d->L;
+  size_t here = (size_t)(d->p - 1 - d->start);
+  uint64_t off = get_varint(d);
+  if (d->refs == 0 || off >= here || lua_rawgeti(L, d->refs, (lua_Integer)off) == LUA_TNIL)
+    dec_fail(d, "reference to an unknown object");
+}
+
+/* Resolves "module.field" (field = 0) or "module" (field = 1: the whole
+** name is the module): package.loaded first, then require. [-0, +1, e] */
+static void dec_resolve(dec *d, const char *name, size_t len, int whole) {
+  lua_State *L = d->L;
+  char buf[MAX_NAME + 1];
+  if (len == 0 || len > MAX_NAME || memchr(name, '\0', len))
+    dec_fail(d, "bad name");
+  memcpy(buf, name, len);
+  buf[len] = '\0';
+  char *field = NULL;
+  if (!whole) {
+    field = strrchr(buf, '.');
+    if (field == NULL || field == buf || field[1] == '\0') dec_fail(d, "bad name");
+    *field++ = '\0';
+  }
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, buf) == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    if (!lua_isfunction(L, -1))
+      luaL_error(L, "cannot resolve '%s': no require in the target state", buf);
+    lua_pushstring(L, buf);
+    lua_call(L, 1, 1);
+  }
+  lua_remove(L, -2);
+  if (whole) return;
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, field) == LUA_TNIL ||
+      !lua_isfunction(L, -1))
+    luaL_error(L, "cannot resolve C function '%s.%s' in the target state",
+               buf, field);
   lua_remove(L, -2);
 }
 
-static void decode_lfunction(decoder *d) {
+/* Reads a T_LFUNC body (the tag is consumed) at payload offset `self`.
+** Pushes the function. [-0, +1, v] */
+typedef struct loadstate { const char *p; size_t n; } loadstate;
+
+static const char *load_reader(lua_State *L, void *ud, size_t *size) {
+  loadstate *ls = ud;
+  (void)L;
+  *size = ls->n;
+  ls->n = 0;
+  return ls->p;
+}
+
+static int all_globals(lua_State *L, int fidx, int nups, int globals) {
+  for (int i = 1; i <= nups; i++) {
+    if (lua_getupvalue(L, fidx, i) == NULL) return 0;
+    int same = lua_rawequal(L, -1, globals);
+    lua_pop(L, 1);
+    if (!same) return 0;
+  }
+  return lua_getupvalue(L, fidx, nups + 1) == NULL;
+}
+
+static void dec_lfunc(dec *d, size_t self, int keep) {
   lua_State *L = d->L;
-  int only_env = get_byte(d);
+  dec_depth_in(d);
   need(d, 8);
-  uint64_t hash;
-  memcpy(&hash, d->p, 8);
+  uint64_t hash = rd64(d->p);
   d->p += 8;
-  size_t len = get_len(d, 1);
-  const char *code = (const char *)d->p;
-  d->p += len;
-  int nup = get_byte(d);
-  if (!d->o->functions) bad(d, "functions are refused");
-  /* The cache: hash -> { bytecode, closure }. */
-  push_cache(L, &DEC_FN_KEY, 0);
-  int cache = lua_gettop(L);
-  int cached = 0;
-  if (lua_rawgeti(L, cache, (lua_Integer)hash) == LUA_TTABLE) {
-    lua_rawgeti(L, -1, 1);
-    size_t clen;
-    const char *c = lua_tolstring(L, -1, &clen);
-    cached = c != NULL && clen == len && memcmp(c, code, len) == 0;
-    lua_pop(L, 1);
-  }
-  if (cached && only_env) {
-    /* No upvalue but the environment: the closure is stateless, reuse it. */
-    lua_rawgeti(L, -1, 2);
-    lua_replace(L, cache);
-    lua_settop(L, cache);
-    for (int i = 0; i < nup; i++)
-      if (get_byte(d) != T_GLOBALS) bad(d, "bad upvalue");
-    return;
-  }
-  if (!cached && checksum((const unsigned char *)code, len) != hash)
-    bad(d, "function checksum mismatch");
-  if (len < 4 || memcmp(code, LUA_SIGNATURE, 4) != 0) bad(d, "not a Lua function");
-  if (luaL_loadbufferx(L, code, len, "=(transferred)", "b") != LUA_OK)
-    lua_error(L);
-  if (!cached) {
-    lua_createtable(L, 2, 0);
-    lua_pushlstring(L, code, len);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, 2);
-    /* Bound the cache: start afresh when it is full. */
-    lua_getfield(L, cache, "n");
-    lua_Integer n = lua_tointeger(L, -1) + 1;
-    lua_pop(L, 1);
-    if (n > FCACHE_MAX) {
-      lua_newtable(L);
+  size_t clen = get_len(d);
+  const unsigned char *code = d->p;
+  d->p += clen;
+  need(d, 1);
+  int nups = *d->p++;
+  int plain = left(d) >= (size_t)nups;     /* every upvalue is T_GLOBALS */
+  for (int i = 0; plain && i < nups; i++) plain = d->p[i] == T_GLOBALS;
+  if (clen < 4 || memcmp(code, LUA_SIGNATURE, 4) != 0)
+    dec_fail(d, "not Lua bytecode");
+
+  if (d->rcache == 0) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &RCACHE_KEY) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 16);
       lua_pushvalue(L, -1);
-      lua_rawsetp(L, LUA_REGISTRYINDEX, &DEC_FN_KEY);
-      lua_replace(L, cache);
-      n = 1;
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &RCACHE_KEY);
     }
-    lua_pushinteger(L, n);
-    lua_setfield(L, cache, "n");
-    lua_rawseti(L, cache, (lua_Integer)hash);
+    lua_replace(L, 3);     /* the slot dec_main reserved */
+    d->rcache = 3;
   }
-  lua_replace(L, cache);
-  lua_settop(L, cache);
-  int fn = cache;
-  if (!only_env) new_ref(d);
-  for (int i = 1; i <= nup; i++) {
-    if (lua_getupvalue(L, fn, i) == NULL) bad(d, "more upvalues than the function has");
+  int hit = 0;
+  int entry = 0;
+  if (lua_rawgeti(L, d->rcache, (lua_Integer)hash) == LUA_TTABLE) {
+    entry = lua_gettop(L);
+    lua_rawgeti(L, entry, 1);
+    size_t cl;
+    const char *cc = lua_tolstring(L, -1, &cl);
+    hit = cc != NULL && cl == clen && memcmp(cc, code, clen) == 0;
     lua_pop(L, 1);
-    need(d, 1);
-    if (*d->p == T_SHAREDUP) {
-      d->p++;
-      uint64_t ref = get_varint(d);
-      int n = get_byte(d);
-      if (ref == 0 || ref > (uint64_t)d->nrefs) bad(d, "bad shared upvalue");
-      lua_rawgeti(L, d->refs, (lua_Integer)ref);
-      if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
-          n < 1 || lua_getupvalue(L, -1, n) == NULL)
-        bad(d, "bad shared upvalue");
+    if (hit && plain && lua_rawgeti(L, entry, 2) == LUA_TFUNCTION &&
+        all_globals(L, lua_gettop(L), nups, d->globals)) {
+      /* the common case: the same function as last time, whose only
+      ** upvalue is _ENV: reuse the closure, no lua_load */
+      lua_remove(L, entry);
+      d->p += nups;
+      if (keep) dec_keep(d, self);
+      d->depth--;
+      return;
+    }
+    if (hit && plain) lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (!hit && lf_hash64(code, clen) != hash)
+    dec_fail(d, "function bytecode checksum mismatch");
+  loadstate ls = { (const char *)code, clen };
+  if (lua_load(L, load_reader, &ls, "=transfer", "b") != LUA_OK)
+    luaL_error(L, "cannot decode transfer data: %s", lua_tostring(L, -1));
+  int f = lua_gettop(L);
+  lua_Debug ar;
+  lua_pushvalue(L, f);
+  lua_getinfo(L, ">u", &ar);
+  if (ar.nups != nups) dec_fail(d, "upvalue count does not match the bytecode");
+  if (!hit || plain) {
+    /* (re)cache: the bytecode, and the closure when it can be reused */
+    if (!hit) {
+      lua_getfield(L, d->rcache, "n");
+      lua_Integer cnt = lua_tointeger(L, -1) + 1;
       lua_pop(L, 1);
-      lua_upvaluejoin(L, fn, i, lua_gettop(L), n);
-      lua_pop(L, 1);
-      continue;
-    }
-    decode_value(d);
-    lua_setupvalue(L, fn, i);
-  }
-}
-
-static void decode_table(decoder *d) {
-  lua_State *L = d->L;
-  size_t narr = get_len(d, 1);
-  lua_createtable(L, (int)(narr > INT_MAX ? INT_MAX : narr), 0);
-  new_ref(d);
-  int t = lua_gettop(L);
-  for (size_t i = 1; i <= narr; i++) {
-    decode_value(d);
-    lua_rawseti(L, t, (lua_Integer)i);
-  }
-  need(d, 4);
-  uint32_t nhash;
-  memcpy(&nhash, d->p, 4);
-  d->p += 4;
-  if (nhash > (size_t)(d->end - d->p) / 2) bad(d, "length past the end");
-  for (uint32_t i = 0; i < nhash; i++) {
-    decode_value(d);
-    if (lua_isnil(L, -1)) bad(d, "nil key");
-    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1))
-      bad(d, "NaN key");
-    decode_value(d);
-    lua_rawset(L, t);
-  }
-  decode_value(d);   /* the metatable, or nil */
-  if (lua_istable(L, -1)) lua_setmetatable(L, t);
-  else if (lua_isnil(L, -1)) lua_pop(L, 1);
-  else bad(d, "metatable is not a table");
-}
-
-static void decode_value(decoder *d) {
-  lua_State *L = d->L;
-  if (d->depth >= d->o->max_depth) bad(d, "nesting too deep");
-  if (!lua_checkstack(L, 8)) bad(d, "nesting too deep");
-  d->depth++;
-  int tag = get_byte(d);
-  switch (tag) {
-    case T_NIL: lua_pushnil(L); break;
-    case T_FALSE: lua_pushboolean(L, 0); break;
-    case T_TRUE: lua_pushboolean(L, 1); break;
-    case T_INT: {
-      uint64_t z = get_varint(d);
-      lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
-      break;
-    }
-    case T_FLOAT: {
-      lua_Number v;
-      need(d, sizeof v);
-      memcpy(&v, d->p, sizeof v);
-      d->p += sizeof v;
-      lua_pushnumber(L, v);
-      break;
-    }
-    case T_STR: {
-      size_t len = get_len(d, 1);
-      lua_pushlstring(L, (const char *)d->p, len);
-      d->p += len;
-      break;
-    }
-    case T_TABLE: decode_table(d); break;
-    case T_INTARRAY: {
-      size_t n = get_len(d, 8);
-      lua_createtable(L, (int)(n > INT_MAX ? INT_MAX : n), 0);
-      for (size_t i = 0; i < n; i++) {
-        lua_Integer v;
-        memcpy(&v, d->p + i * 8, 8);
-        lua_pushinteger(L, v);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
+      if (cnt > RCACHE_MAX) {
+        lua_createtable(L, 0, 16);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &RCACHE_KEY);
+        lua_replace(L, d->rcache);
+        cnt = 1;
       }
-      d->p += n * 8;
-      new_ref(d);
-      break;
+      lua_pushinteger(L, cnt);
+      lua_setfield(L, d->rcache, "n");
+      lua_createtable(L, 2, 0);
+      lua_pushlstring(L, (const char *)code, clen);
+      lua_rawseti(L, -2, 1);
+    } else {
+      lua_pushvalue(L, entry);
     }
-    case T_REF: {
-      uint64_t ref = get_varint(d);
-      if (ref == 0 || ref > (uint64_t)d->nrefs) bad(d, "bad reference");
-      lua_rawgeti(L, d->refs, (lua_Integer)ref);
-      break;
+    if (plain) {
+      lua_pushvalue(L, f);
+      lua_rawseti(L, -2, 2);
     }
-    case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); break;
-    case T_MODULE: {
-      size_t len;
-      const char *name = get_name(d, &len);
-      if (!d->o->functions) bad(d, "modules are refused with functions");
-      push_module(L, name, len);
-      break;
+    lua_rawseti(L, d->rcache, (lua_Integer)hash);
+  }
+  if (entry) lua_remove(L, entry), f--;
+  if (keep) dec_keep(d, self);
+  for (int i = 1; i <= nups; i++) {
+    need(d, 1);
+    if (*d->p == T_UPJOIN) {
+      d->p++;
+      size_t here = (size_t)(d->p - 1 - d->start);
+      uint64_t off = get_varint(d);
+      need(d, 1);
+      int n = *d->p++;
+      if (d->refs == 0 || off >= here ||
+          lua_rawgeti(L, d->refs, (lua_Integer)off) != LUA_TFUNCTION ||
+          lua_iscfunction(L, -1) || n < 1 || lua_getupvalue(L, -1, n) == NULL)
+        dec_fail(d, "bad upvalue join");
+      lua_pop(L, 1);
+      lua_upvaluejoin(L, f, i, -1, n);
+      lua_pop(L, 1);
+    } else {
+      dec_value(d);
+      lua_setupvalue(L, f, i);
     }
-    case T_LFUNC: decode_lfunction(d); break;
-    case T_CFUNC: decode_cfunction(d); break;
-    case T_HANDLE: {
-      int k = get_byte(d);
-      void *obj;
-      need(d, sizeof obj);
-      memcpy(&obj, d->p, sizeof obj);
-      d->p += sizeof obj;
-      /* A pointer is only meaningful in the process that wrote it. */
-      if (!d->o->in_process || k >= nkinds || obj == NULL) bad(d, "unexpected handle");
-      kinds[k]->push(L, obj);
-      break;
-    }
-    default: bad(d, "unknown tag");
   }
   d->depth--;
 }
 
-typedef struct decode_args {
-  const unsigned char *data;
-  size_t len;
-  const lf_codec_opts *opts;
-  int n;
-} decode_args;
+/* Decodes a table body (tag consumed). Pushes it. [-0, +1, v] */
+static void dec_table(dec *d, size_t self, int keep, int hasmt) {
+  lua_State *L = d->L;
+  dec_depth_in(d);
+  need(d, 8);
+  uint32_t narr = rd32(d->p), nhash = rd32(d->p + 4);
+  d->p += 8;
+  if (narr > left(d) || nhash > left(d) / 2) dec_fail(d, "table size past the end of the input");
+  lua_createtable(L, (int)narr, (int)nhash);
+  int t = lua_gettop(L);
+  if (keep) dec_keep(d, self);
+  lua_Integer i = 1;
+  while (i <= (lua_Integer)narr) {
+    need(d, 1);
+    unsigned tag = *d->p;
+    if (tag == T_IRUN) {
+      need(d, 6);
+      unsigned w = d->p[1];
+      uint32_t cnt = rd32(d->p + 2);
+      d->p += 6;
+      if ((w != 1 && w != 2 && w != 4 && w != 8) || cnt == 0 ||
+          cnt > (lua_Integer)narr - i + 1)
+        dec_fail(d, "bad integer run");
+      need(d, (size_t)w * cnt);
+      const unsigned char *q = d->p;
+      switch (w) {
+        case 1:
+          for (uint32_t k = 0; k < cnt; k++) { lua_pushinteger(L, (int8_t)q[k]); lua_rawseti(L, t, i + k); }
+          break;
+        case 2:
+          for (uint32_t k = 0; k < cnt; k++) { lua_pushinteger(L, (int16_t)rd16(q + 2 * (size_t)k)); lua_rawseti(L, t, i + k); }
+          break;
+        case 4:
+          for (uint32_t k = 0; k < cnt; k++) { lua_pushinteger(L, (int32_t)rd32(q + 4 * (size_t)k)); lua_rawseti(L, t, i + k); }
+          break;
+        default:
+          for (uint32_t k = 0; k < cnt; k++) { lua_pushinteger(L, (lua_Integer)rd64(q + 8 * (size_t)k)); lua_rawseti(L, t, i + k); }
+          break;
+      }
+      d->p += (size_t)w * cnt;
+      i += cnt;
+    } else if (tag == T_FRUN) {
+      need(d, 5);
+      uint32_t cnt = rd32(d->p + 1);
+      d->p += 5;
+      if (cnt == 0 || cnt > (lua_Integer)narr - i + 1) dec_fail(d, "bad float run");
+      need(d, 8 * (size_t)cnt);
+      for (uint32_t k = 0; k < cnt; k++) {
+        uint64_t bits = rd64(d->p + 8 * (size_t)k);
+        double v;
+        memcpy(&v, &bits, 8);
+        lua_pushnumber(L, (lua_Number)v);
+        lua_rawseti(L, t, i + k);
+      }
+      d->p += 8 * (size_t)cnt;
+      i += cnt;
+    } else {
+      dec_value(d);
+      lua_rawseti(L, t, i);
+      i++;
+    }
+  }
+  for (uint32_t k = 0; k < nhash; k++) {
+    dec_value(d);
+    if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TNUMBER &&
+                             lua_tonumber(L, -1) != lua_tonumber(L, -1)))
+      dec_fail(d, "invalid table key");
+    dec_value(d);
+    lua_rawset(L, t);
+  }
+  if (hasmt) {
+    dec_value(d);
+    if (!lua_istable(L, -1)) dec_fail(d, "metatable is not a table");
+    lua_setmetatable(L, t);
+  }
+  d->depth--;
+}
 
-static int protected_decode(lua_State *L) {
-  decode_args *a = lua_touserdata(L, 1);
-  lua_settop(L, 0);
-  lua_newtable(L);   /* refs, slot 1 */
-  decoder d = { L, a->data + HEADER_SIZE, a->data + a->len, a->opts, 1, 0, 0 };
-  uint64_t n = get_varint(&d);
-  if (n > (uint64_t)(d.end - d.p) || n > 1000000) bad(&d, "too many values");
-  if (!lua_checkstack(L, (int)n + 8)) bad(&d, "too many values");
-  for (uint64_t i = 0; i < n; i++) decode_value(&d);
-  if (d.p != d.end) bad(&d, "trailing bytes");
-  a->n = (int)n;
+/* Decodes one value and pushes it. [-0, +1, v] */
+static void dec_value(dec *d) {
+  lua_State *L = d->L;
+  need(d, 1);
+  size_t self = (size_t)(d->p - d->start);
+  unsigned c = *d->p++;
+  unsigned tag = c & T_MASK;
+  int keep = (c & T_KEEP) != 0;
+  if (keep && tag != T_TABLE && tag != T_TABLE_MT && tag != T_LFUNC && tag != T_HANDLE)
+    dec_fail(d, "bad tag");
+  switch (tag) {
+    case T_NIL: lua_pushnil(L); return;
+    case T_FALSE: lua_pushboolean(L, 0); return;
+    case T_TRUE: lua_pushboolean(L, 1); return;
+    case T_INT8: need(d, 1); lua_pushinteger(L, (int8_t)d->p[0]); d->p += 1; return;
+    case T_INT16: need(d, 2); lua_pushinteger(L, (int16_t)rd16(d->p)); d->p += 2; return;
+    case T_INT32: need(d, 4); lua_pushinteger(L, (int32_t)rd32(d->p)); d->p += 4; return;
+    case T_INT64: need(d, 8); lua_pushinteger(L, (lua_Integer)rd64(d->p)); d->p += 8; return;
+    case T_FLOAT: {
+      need(d, 8);
+      uint64_t bits = rd64(d->p);
+      double v;
+      memcpy(&v, &bits, 8);
+      lua_pushnumber(L, (lua_Number)v);
+      d->p += 8;
+      return;
+    }
+    case T_STR: {
+      size_t len = get_len(d);
+      lua_pushlstring(L, (const char *)d->p, len);
+      d->p += len;
+      return;
+    }
+    case T_TABLE: case T_TABLE_MT:
+      dec_table(d, self, keep, tag == T_TABLE_MT);
+      return;
+    case T_REF: dec_ref(d); return;
+    case T_GLOBALS: lua_pushvalue(L, d->globals); return;
+    case T_MODULE: case T_CFUNC: {
+      if (!d->o->functions)
+        dec_fail(d, tag == T_CFUNC ? "functions refused (C function)"
+                                   : "functions refused (module by name)");
+      size_t len = get_len(d);
+      const char *name = (const char *)d->p;
+      d->p += len;
+      dec_resolve(d, name, len, tag == T_MODULE);
+      return;
+    }
+    case T_LFUNC:
+      if (!d->o->functions) dec_fail(d, "functions refused (Lua function)");
+      dec_lfunc(d, self, keep);
+      return;
+    case T_HANDLE: {
+      if (!d->o->in_process) dec_fail(d, "shared handle outside its process");
+      need(d, 9);
+      unsigned k = d->p[0];
+      uint64_t ptr = rd64(d->p + 1);
+      d->p += 9;
+      if (k >= (unsigned)nkinds || ptr == 0) dec_fail(d, "bad handle");
+      kinds[k]->push(L, (void *)(uintptr_t)ptr);
+      if (keep) dec_keep(d, self);
+      return;
+    }
+    default:
+      dec_fail(d, "bad tag");
+      return;
+  }
+}
+
+/* The protected body of lf_decode: the light userdata `dec` at 1. Slots 2
+** and 3 are reserved for the refs table and the function cache, so that
+** the values decoded above them never move. */
+static int dec_main(lua_State *L) {
+  dec *d = lua_touserdata(L, 1);
+  lua_settop(L, 3);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  d->globals = 4;
+  uint64_t n = get_varint(d);
+  if (n > left(d)) dec_fail(d, "value count past the end of the input");
+  if (!lua_checkstack(L, (int)n + 10)) dec_fail(d, "too many values");
+  for (uint64_t i = 0; i < n; i++) dec_value(d);
+  if (d->p != d->end) dec_fail(d, "trailing bytes");
   return (int)n;
+}
+
+/* Checks the header; returns NULL or what is wrong. */
+static const char *check_header(const unsigned char *data, size_t len,
+                                const lf_codec_opts *o) {
+  if (data == NULL || len < HDR_SIZE) return "shorter than the header";
+  if (data[0] != MAGIC0 || data[1] != MAGIC1 || data[2] != MAGIC2)
+    return "bad magic (not lua-futures transfer data)";
+  if (data[3] != FORMAT_VERSION) return "unsupported format version";
+  uint32_t flags = rd32(data + 4);
+  if (flags & ~FLAGS_KNOWN) return "unknown flags";
+  if (rd64(data + 8) != (uint64_t)(len - HDR_SIZE)) return "length mismatch (truncated?)";
+  if (o->max_size && len > o->max_size) return "larger than max_size";
+  if (!o->functions && (flags & FLAG_FUNCTIONS)) return "functions refused";
+  if (!o->in_process && (flags & FLAG_HANDLES)) return "shared handle outside its process";
+  if (rd64(data + 16) != lf_hash64(data + HDR_SIZE, len - HDR_SIZE))
+    return "checksum mismatch";
+  return NULL;
+}
+
+static int dec_header_fail(lua_State *L) {
+  const char *why = lua_touserdata(L, 1);
+  return luaL_error(L, "cannot decode transfer data: %s", why);
 }
 
 int lf_decode(lua_State *L, const unsigned char *data, size_t len,
               const lf_codec_opts *opts) {
   if (opts == NULL) opts = &lf_codec_defaults;
-  lf_codec_opts o = *opts;
-  if (o.max_depth <= 0 || o.max_depth > LF_CODEC_MAX_DEPTH)
-    o.max_depth = o.max_depth <= 0 ? 1 : LF_CODEC_MAX_DEPTH;
-  /* The header, and the checksum of the whole payload, before any value. */
-  uint64_t plen, sum;
-  if (len < HEADER_SIZE || data[0] != 'L' || data[1] != 'F') {
-    lua_pushliteral(L, "malformed data: not an lua-futures encoding");
+  if (!lua_checkstack(L, 8)) return -1;
+  int top = lua_gettop(L);
+  const char *why = check_header(data, len, opts);
+  if (why != NULL) {
+    lua_pushcfunction(L, dec_header_fail);
+    lua_pushlightuserdata(L, (void *)why);
+    lua_pcall(L, 1, 0, 0);
     return -1;
   }
-  if (data[2] != FORMAT_VERSION) {
-    lua_pushfstring(L, "malformed data: format version %d, expected %d",
-                    (int)data[2], FORMAT_VERSION);
-    return -1;
-  }
-  memcpy(&plen, data + 8, 8);
-  memcpy(&sum, data + 16, 8);
-  if (plen != len - HEADER_SIZE) {
-    lua_pushliteral(L, "malformed data: truncated or padded");
-    return -1;
-  }
-  if (o.max_size && plen > o.max_size) {
-    lua_pushfstring(L, "malformed data: size over the limit of %I bytes",
-                    (lua_Integer)o.max_size);
-    return -1;
-  }
-  if (checksum(data + HEADER_SIZE, (size_t)plen) != sum) {
-    lua_pushliteral(L, "malformed data: checksum mismatch");
-    return -1;
-  }
-  if (!lua_checkstack(L, 4)) {
-    lua_pushliteral(L, "malformed data: stack overflow");
-    return -1;
-  }
-  decode_args a = { data, len, &o, 0 };
-  lua_pushcfunction(L, protected_decode);
-  lua_pushlightuserdata(L, &a);
+  dec d;
+  d.L = L;
+  d.start = data + HDR_SIZE;
+  d.p = d.start;
+  d.end = data + len;
+  d.o = opts;
+  d.max_depth = opts->max_depth <= 0 ? LF_CODEC_DEFAULT_DEPTH
+              : opts->max_depth > HARD_DEPTH ? HARD_DEPTH : opts->max_depth;
+  d.depth = 0;
+  d.refs = d.rcache = 0;
+  lua_pushcfunction(L, dec_main);
+  lua_pushlightuserdata(L, &d);
   if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) return -1;
-  return a.n;
+  return lua_gettop(L) - top;
 }

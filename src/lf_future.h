@@ -80,6 +80,8 @@ struct lf_future {
   atomic_int done;         /* 1 once CANCELLED or FINISHED: read without the
                               lock by a waiter that spins before it blocks */
   int failed;              /* FINISHED with an error */
+  int remote;              /* result written by another process: decode it
+                              with in_process = 0 (no handle pointers) */
   lf_buf result;           /* values, or (error, traceback) when failed */
   lf_waitnode *waiters;    /* a doubly-linked list of registrations */
   lf_inboxnode *inboxes;   /* states with callbacks to run */

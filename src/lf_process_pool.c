@@ -527,6 +527,7 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
         dispatch_locked(p);   /* the next task first: the worker waits */
         wind_down_locked(p);
       }
+      f->remote = 1;   /* untrusted bytes: decoded without handles */
       lf_future_finish(f, payload, (int)fr->flag);
       lf_future_release(f);
       break;

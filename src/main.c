@@ -106,6 +106,8 @@ static void print_usage(const char *badoption) {
 
 /* The state that a Ctrl-C interrupts: set before the handler is installed. */
 static lua_State *volatile intr_state = NULL;
+/* A Ctrl-C arrived during the last run of user code. */
+static volatile sig_atomic_t got_sigint = 0;
 
 static void set_sigint(void (*handler)(int)) {
   struct sigaction sa;
@@ -126,6 +128,7 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar) {
 /* SIGINT handler. A second Ctrl-C before the hook runs (code stuck in C)
 ** gets the default action and ends the process. */
 static void on_sigint(int sig) {
+  got_sigint = 1;
   set_sigint(SIG_DFL);
   lua_sethook(intr_state, interrupt_hook,
               LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
@@ -160,6 +163,7 @@ static int call_user(lua_State *L, int narg, int nres) {
   lua_pushcfunction(L, add_traceback);
   lua_insert(L, base);
   intr_state = L;
+  got_sigint = 0;
   set_sigint(on_sigint);
   status = lua_pcall(L, narg, nres, base);
   set_sigint(SIG_DFL);
@@ -529,6 +533,9 @@ int main(int argc, char **argv) {
   status = lua_pcall(L, 2, 1, 0);
   ok = status == LUA_OK && lua_toboolean(L, -1);
   report(L, status);
+  /* Ended by Ctrl-C: stop now. lua_close would join the workers, which
+  ** wait for the tasks they run; Ctrl-C means the user will not wait. */
+  if (!ok && got_sigint) return EXIT_FAILURE;
   lua_close(L);
   return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

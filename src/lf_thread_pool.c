@@ -23,6 +23,7 @@
 ** can be destroyed (see lf_executor.h). Each worker's lua_State is created
 ** and closed by its own thread.
 */
+#include <sched.h>
 #include <signal.h>
 
 #include "lauxlib.h"
@@ -143,7 +144,10 @@ static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
       double until = lf_now() + LF_SPIN_WORKER;
       for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&p->queued, memory_order_acquire) > 0) break;
-        if ((i & 63) == 0 && lf_now() >= until) break;
+        if ((i & 63) == 0) {
+          if (lf_now() >= until) break;
+          sched_yield();   /* on a full machine, the submitter runs first */
+        }
         lf_cpu_relax();
       }
       lf_lock(&p->mu);

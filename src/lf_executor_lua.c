@@ -90,6 +90,13 @@ static int submit_encoded(lua_State *L, lf_executor *ex, lf_taskkind kind,
   opts.in_process = ex->ops->in_process;
   if (lf_encode(L, first, n, "argument", 1, &f->call, &opts) != 0)
     return lua_error(L);
+  /* A queued call may wait a long time: give back the encoder's slack
+  ** (shrinking in place is cheap), so that 100 000 queued futures stay
+  ** small. */
+  if (f->call.cap - f->call.len > 64) {
+    unsigned char *d = realloc(f->call.data, f->call.len);
+    if (d != NULL) { f->call.data = d; f->call.cap = f->call.len; }
+  }
   int rc = ex->ops->submit(ex, f);
   if (rc != LF_SUBMIT_OK) return submit_refused(L, ex, rc);
   return 1;

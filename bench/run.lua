@@ -473,7 +473,7 @@ local function results_table(results)
       tgt = target_text(m) .. mark
     end
     rows[#rows + 1] = { r.label, cell(r.ours, r.unit), cell(r.python, r.unit),
-      r.ratio and ("%.2fx"):format(r.ratio) or "", tgt }
+      r.ratio and num(r.ratio) .. "x" or "", tgt }
   end
   return table_lines(rows, { false, true, true, true, false })
 end
@@ -556,9 +556,15 @@ end
 log("lua-futures bench (%s): %d repetitions, %d CPUs, %s", opts.quick and "quick" or "full",
   opts.reps, CPUS, machine.model)
 log("python: %s", python and (python.cmd .. " " .. python.version) or ("n/a (" .. why_no_python .. ")"))
+local function loadavg()
+  local s = read_file("/proc/loadavg")
+  return s and tonumber(s:match("^(%S+)"))
+end
+machine.load_before = loadavg()
 local started = futures.monotonic()
 local samples, records, failures = run_all(python)
 local elapsed = futures.monotonic() - started
+machine.load_after = loadavg()
 
 local results = summarize(samples)
 local report = {
@@ -583,8 +589,14 @@ local header = {
     report.mode, report.date, opts.reps),
   ("machine: %d × %s, %s; %s; Python %s"):format(CPUS, machine.model, machine.kernel,
     futures._VERSION or _VERSION, python and (python.version .. " (" .. python.start_method .. ")") or "n/a"),
-  "",
 }
+-- Other work on the machine shows as spread; say so next to the figures.
+-- (Only the load before counts: the one after includes the bench itself.)
+if (machine.load_before or 0) > 0.5 then
+  header[#header + 1] = ("note: the machine was busy when the run started (load average"
+    .. " %.2f): expect noise"):format(machine.load_before)
+end
+header[#header + 1] = ""
 local lines = results_table(results)
 lines[#lines + 1] = ""
 lines[#lines + 1] = "ratio: how many times better lua-futures is than Python (> 1: ours wins)."

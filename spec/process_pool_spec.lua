@@ -140,26 +140,39 @@ describe("ProcessPoolExecutor", function()
   it("runs CPU-bound Lua on several cores at once", function()
     if futures.cpu_count() < 2 then return end
     local function spin(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
+    local function timed(n)
+      local clock = require("futures").monotonic
+      local t0 = clock()
+      spin(n)
+      return t0, clock()
+    end
     local N = 5000000
     local ex <close> = futures.ProcessPoolExecutor(2)
     local w1, w2 = ex:submit(spin, 10), ex:submit(spin, 10)   -- start both
     w1:result(10); w2:result(10)
-    -- The best of three, so that another program's burst on a small
-    -- machine does not fail the test.
+    -- The two tasks run at the same time (their intervals overlap) ...
+    local a, b = ex:submit(timed, N), ex:submit(timed, N)
+    local a0, a1 = a:result(30)
+    local b0, b1 = b:result(30)
+    local overlap = math.min(a1, b1) - math.max(a0, b0)
+    assert.is_true(overlap > 0.5 * math.min(a1 - a0, b1 - b0),
+      ("intervals %.3f-%.3f and %.3f-%.3f"):format(a0, a1, b0, b1))
+    -- ... and in less time than one after the other: the best of three
+    -- tries, so that another program's burst does not fail the spec.
     local best, msg = math.huge, ""
     for _ = 1, 3 do
       local t0 = futures.monotonic(); spin(N); spin(N)
       local seq = futures.monotonic() - t0
       t0 = futures.monotonic()
-      local a, b = ex:submit(spin, N), ex:submit(spin, N)
+      a, b = ex:submit(spin, N), ex:submit(spin, N)
       a:result(30); b:result(30)
       local par = futures.monotonic() - t0
       if par / seq < best then
         best, msg = par / seq, ("parallel %.3f s vs sequential %.3f s"):format(par, seq)
       end
-      if best < 0.75 then break end
+      if best < 0.8 then break end
     end
-    assert.is_true(best < 0.75, msg)
+    assert.is_true(best < 0.8, msg)
   end)
 
   it("reports running once a worker has the task, and cancel() then fails", function()
@@ -204,6 +217,34 @@ describe("ProcessPoolExecutor", function()
     assert.equals(200001, #back)
     assert.equals(123456, back[123456])
     assert.equals("end", back[200001])
+  end)
+
+  it("takes submits from thread-pool tasks", function()
+    local px <close> = futures.ProcessPoolExecutor(2)
+    local tp <close> = futures.ThreadPoolExecutor(4)
+    local fs = {}
+    for i = 1, 8 do
+      fs[i] = tp:submit(function(pool, x)
+        return pool:submit(function(y) return y * y end, x):result(20)
+      end, px, i)
+    end
+    for i = 1, 8 do assert.equals(i * i, fs[i]:result(30)) end
+  end)
+
+  it("prints a task's output on the host's stdout before its result", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local futures = require "futures"
+      local px <close> = futures.ProcessPoolExecutor(1)
+      px:submit(function() print("from the worker"); io.write("no newline") end):result(10)
+      print(" / after the result")
+    ]])
+    f:close()
+    local status, out = sh("timeout 30 " .. q(ROOT .. "/bin/lua-futures") .. " " .. q(script))
+    os.remove(script)
+    assert.equals(0, status, out)
+    assert.equals("from the worker\nno newline / after the result\n", out)
   end)
 
   describe("refuses what cannot leave the process", function()
@@ -284,6 +325,28 @@ describe("ProcessPoolExecutor", function()
       local second = ex:submit(worker_pid):result(10)
       assert.are_not.equals(first, second)
       assert.is_false(is_running(first))
+    end)
+
+    it("sends a task again when the worker died before it had all of it", function()
+      local ex <close> = futures.ProcessPoolExecutor(1)
+      -- The worker stops itself (so that it cannot read), then is killed
+      -- while the host is still writing a 16 MB task to it.
+      local first = ex:submit(function()
+        local f = io.open("/proc/self/stat"); local pid = f:read("n"); f:close()
+        os.execute(("(sleep 0.1; kill -STOP %d; sleep 0.3; kill -9 %d) >/dev/null 2>&1 &")
+          :format(pid, pid))
+        return pid
+      end):result(10)
+      futures.sleep(0.2)
+      assert.equals("T", proc_state(first))   -- stopped
+      local big = string.rep("y", 16 << 20)
+      local f = ex:submit(function(s)
+        local p = io.open("/proc/self/stat"); local pid = p:read("n"); p:close()
+        return #s, pid
+      end, big)
+      local n, pid = f:result(20)
+      assert.equals(#big, n)
+      assert.are_not.equals(first, pid)
     end)
 
     it("does not take the host down with SIGPIPE while the host writes to it", function()

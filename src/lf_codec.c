@@ -7,9 +7,11 @@
 ** that state's registry, so two states never share codec state. An lf_buf
 ** is plain memory: once encoded it may move to any thread, and lf_buf_free
 ** may run on any thread (a handle's release is thread-safe by contract).
-** The handle-kind table (`kinds`) is written only by lf_codec_register_kind
-** from luaopen of the first state, before any worker exists; afterwards it
-** is only read, so it needs no lock. No mutex lives in this file.
+** The handle-kind table (`kinds`) only grows: lf_codec_register_kind
+** appends under `kinds_lock` (luaopen may run in several states, on several
+** threads) and publishes the new count with a release store; the codec
+** reads the count with an acquire load and the entries below it without a
+** lock. `kinds_lock` is the only mutex here and is never held with another.
 **
 ** Ownership: lf_encode writes into the caller's lf_buf, which then owns the
 ** bytes and one reference per shared handle (taken with kind->retain while
@@ -24,6 +26,8 @@
 ** registry, collected with the state.
 */
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +37,16 @@
 #include "lf_codec.h"
 
 const lf_codec_opts lf_codec_defaults = { LF_CODEC_DEFAULT_DEPTH, 0, 1, 1 };
+
+/* Cold paths with buffers of their own stay out of the recursive frames of
+** the encoder and decoder, which are what max_depth multiplies. */
+#if defined(__GNUC__)
+#define LF_COLD __attribute__((noinline, cold))
+#define LF_NOINLINE __attribute__((noinline))
+#else
+#define LF_COLD
+#define LF_NOINLINE
+#endif
 
 /* ---------------------------------------------------------------------- */
 /* Wire format constants (docs/codec.md)                                   */
@@ -74,7 +88,6 @@ enum {
 #define T_MASK 0x7fu
 
 #define MAX_NAME   256          /* longest C function / module name */
-#define HARD_DEPTH 1000         /* max_depth is clamped to this (C stack) */
 #define RCACHE_MAX 256          /* decoder function cache entries */
 
 /* Registry keys: addresses unique in the process, the same in every state. */
@@ -87,14 +100,29 @@ static const char RCACHE_KEY = 'r';   /* hash -> { bytecode, closure } */
 /* ---------------------------------------------------------------------- */
 
 static const lf_handle_kind *kinds[LF_CODEC_MAX_KINDS];
-static int nkinds;
+static atomic_int nkinds;
+static pthread_mutex_t kinds_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline int kinds_count(void) {
+  return atomic_load_explicit(&nkinds, memory_order_acquire);
+}
 
 int lf_codec_register_kind(const lf_handle_kind *kind) {
-  for (int i = 0; i < nkinds; i++)
-    if (kinds[i] == kind) return 0;
-  if (nkinds == LF_CODEC_MAX_KINDS) return -1;
-  kinds[nkinds++] = kind;
-  return 0;
+  int rc = 0;
+  if (pthread_mutex_lock(&kinds_lock) != 0) abort();
+  int n = atomic_load_explicit(&nkinds, memory_order_relaxed);
+  int i = 0;
+  while (i < n && kinds[i] != kind) i++;
+  if (i == n) {
+    if (n == LF_CODEC_MAX_KINDS) {
+      rc = -1;
+    } else {
+      kinds[n] = kind;
+      atomic_store_explicit(&nkinds, n + 1, memory_order_release);
+    }
+  }
+  if (pthread_mutex_unlock(&kinds_lock) != 0) abort();
+  return rc;
 }
 
 void lf_buf_free(lf_buf *b) {
@@ -184,6 +212,13 @@ static uint64_t lf_hash64(const unsigned char *p, size_t n) {
   return h;
 }
 
+/* The frame checksum: the payload's hash, mixed with the first 16 header
+** bytes (magic, version, flags, length), so that no header bit escapes. */
+static uint64_t frame_sum(const unsigned char *data, size_t len) {
+  uint64_t h = lf_hash64(data + HDR_SIZE, len - HDR_SIZE);
+  return h ^ hround(hround(H_M3, rd64(data)), rd64(data + 8));
+}
+
 /* ---------------------------------------------------------------------- */
 /* Encoder                                                                 */
 /* ---------------------------------------------------------------------- */
@@ -202,8 +237,12 @@ typedef struct idmap {
 } idmap;
 
 /* One step of the path to the value being encoded, for error messages. */
-enum { P_KEY, P_KEYITSELF, P_META, P_UPVAL };
-typedef struct pathseg { int kind, idx, n; } pathseg;
+enum { P_KEY, P_INDEX, P_KEYITSELF, P_META, P_UPVAL };
+typedef struct pathseg {
+  int kind;
+  int idx;                    /* stack index of the key or the function */
+  lua_Integer n;              /* P_INDEX: the index; P_UPVAL: upvalue no. */
+} pathseg;
 #define PATH_SEGS 32
 
 typedef struct enc {
@@ -214,8 +253,13 @@ typedef struct enc {
   const char *what;           /* "argument" */
   int argno;                  /* base + i of the value being encoded */
   int globals;                /* stack index of the global table */
-  int fcache, names;          /* stack indices, 0 until first needed */
+  int fcache, names;          /* stack slots of the caches, nil until first
+                                 needed (fixed slots: a cache fetched in
+                                 the middle of a table traversal must not
+                                 sit on top of its key) */
+  int failed;                 /* the error raised is complete (enc_fail) */
   int rescanned;              /* names rebuilt during this encode */
+  int names_cached;           /* the names map came from an earlier encode */
   uint32_t flags;
   idmap ids;
   int npath;
@@ -228,21 +272,27 @@ static size_t idmap_hash(const void *k, size_t mask) {
   return (size_t)(((uint64_t)(uintptr_t)k * H_M1) >> 32) & mask;
 }
 
+/* The map starts empty and unset, so that a call encoding no table or
+** function never clears it. */
 static void idmap_init(idmap *m) {
-  m->slots = m->inl;
-  m->mask = IDMAP_INLINE - 1;
+  m->slots = NULL;
+  m->mask = 0;
   m->count = 0;
-  memset(m->inl, 0, sizeof m->inl);
 }
 
 static void idmap_free(idmap *m) {
   if (m->slots != m->inl) free(m->slots);
-  m->slots = m->inl;
+  m->slots = NULL;
 }
 
 /* Returns the slot of k: its value when slot->key == k, else the empty
 ** slot where k goes. */
 static idmap_slot *idmap_find(idmap *m, const void *k) {
+  if (m->slots == NULL) {
+    memset(m->inl, 0, sizeof m->inl);
+    m->slots = m->inl;
+    m->mask = IDMAP_INLINE - 1;
+  }
   size_t i = idmap_hash(k, m->mask);
   for (;;) {
     idmap_slot *s = &m->slots[i];
@@ -314,7 +364,7 @@ static void push_funcname(lua_State *L, int idx) {
 }
 
 /* Raises "cannot transfer <what> #<n> (<path>): <reason>". [-0, +0, v] */
-static void enc_fail(enc *e, const char *reason) {
+LF_COLD static void enc_fail(enc *e, const char *reason) {
   lua_State *L = e->L;
   luaL_Buffer B;
   lua_checkstack(L, 8);
@@ -327,9 +377,15 @@ static void enc_fail(enc *e, const char *reason) {
     luaL_addstring(&B, " (");
     for (int i = 0; i < n; i++) {
       const pathseg *s = &e->path[i];
-      if (s->kind == P_KEY) {
+      if (s->kind == P_KEY || s->kind == P_INDEX) {
         luaL_addstring(&B, inkeys ? "." : (i > 0 ? ", field " : "field "));
-        add_key(&B, L, s->idx);
+        if (s->kind == P_KEY) {
+          add_key(&B, L, s->idx);
+        } else {
+          char tmp[32];
+          snprintf(tmp, sizeof tmp, "[" LUA_INTEGER_FMT "]", s->n);
+          luaL_addstring(&B, tmp);
+        }
         inkeys = 1;
         continue;
       }
@@ -340,12 +396,12 @@ static void enc_fail(enc *e, const char *reason) {
       } else if (s->kind == P_META) {
         luaL_addstring(&B, "metatable");
       } else {
-        const char *name = lua_getupvalue(L, s->idx, s->n);
+        const char *name = lua_getupvalue(L, s->idx, (int)s->n);
         lua_pop(L, 1);
         if (name != NULL && name[0] != '\0' && name[0] != '(')
           lua_pushfstring(L, "upvalue '%s' of ", name);
         else
-          lua_pushfstring(L, "upvalue #%d of ", s->n);
+          lua_pushfstring(L, "upvalue #%d of ", (int)s->n);
         luaL_addvalue(&B);
         push_funcname(L, s->idx);
         luaL_addvalue(&B);
@@ -357,10 +413,11 @@ static void enc_fail(enc *e, const char *reason) {
   luaL_addstring(&B, ": ");
   luaL_addstring(&B, reason);
   luaL_pushresult(&B);
+  e->failed = 1;
   lua_error(L);
 }
 
-static inline void path_push(enc *e, int kind, int idx, int n) {
+static inline void path_push(enc *e, int kind, int idx, lua_Integer n) {
   if (e->npath < PATH_SEGS) {
     e->path[e->npath].kind = kind;
     e->path[e->npath].idx = idx;
@@ -370,21 +427,27 @@ static inline void path_push(enc *e, int kind, int idx, int n) {
 }
 #define path_pop(e) ((e)->npath--)
 
+LF_COLD static void enc_oversize(enc *e) {
+  char msg[96];
+  snprintf(msg, sizeof msg, "encoded size over the limit of %zu bytes",
+           e->o->max_size);
+  enc_fail(e, msg);
+}
+
+/* Reservations ask for up to this much more than they write; max_size is
+** checked exactly once the encoding ends. */
+#define RESERVE_SLACK 16
+
 /* Makes room for n more bytes. [-0, +0, v] */
 static void enc_grow(enc *e, size_t n) {
   lf_buf *b = e->b;
-  if (n > SIZE_MAX / 2 - b->len) enc_fail(e, "too large");
+  if (n > SIZE_MAX / 4 - b->len) enc_fail(e, "too large");
   size_t need = b->len + n;
-  if (e->o->max_size && need > e->o->max_size) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "encoded size over the limit (max_size %zu bytes)",
-             e->o->max_size);
-    enc_fail(e, msg);
-  }
+  size_t limit = e->o->max_size ? e->o->max_size + RESERVE_SLACK : 0;
+  if (limit && need > limit) enc_oversize(e);
   size_t ncap = b->cap ? b->cap : 256;
   while (ncap < need) ncap *= 2;
-  if (e->o->max_size && ncap > e->o->max_size && need <= e->o->max_size)
-    ncap = e->o->max_size;
+  if (limit && ncap > limit) ncap = limit;
   unsigned char *nd = realloc(b->data, ncap);
   if (nd == NULL) luaL_error(e->L, "not enough memory");
   b->data = nd;
@@ -441,26 +504,28 @@ static void put_float(enc *e, lua_Number v) {
 }
 
 /* Looks obj up in the identity map: when it was encoded before, writes a
-** T_REF to it (marking the original T_KEEP) and returns 1; otherwise
-** records it at the current offset and returns 0. */
-static int enc_seen(enc *e, const void *obj) {
+** T_REF to it (marking the original T_KEEP) and returns NULL; otherwise
+** returns the empty slot where enc_record puts it. */
+static idmap_slot *enc_seen(enc *e, const void *obj) {
   idmap_slot *s = idmap_find(&e->ids, obj);
-  if (s->key == obj) {
-    e->b->data[HDR_SIZE + s->val] |= T_KEEP;
-    put_byte(e, T_REF);
-    put_varint(e, s->val);
-    return 1;
-  }
-  idmap_put(e->L, &e->ids, s, obj, enc_off(e));
-  return 0;
+  if (s->key != obj) return s;
+  e->b->data[HDR_SIZE + s->val] |= T_KEEP;
+  put_byte(e, T_REF);
+  put_varint(e, s->val);
+  return NULL;
 }
 
-static void enc_depth_in(enc *e) {
-  if (++e->depth > e->max_depth) {
-    char msg[64];
-    snprintf(msg, sizeof msg, "nesting deeper than %d levels", e->max_depth);
-    enc_fail(e, msg);
-  }
+/* Records obj at the current offset, where its tag goes. [-0, +0, m] */
+#define enc_record(e, s, obj) idmap_put((e)->L, &(e)->ids, (s), (obj), enc_off(e))
+
+LF_COLD static void enc_too_deep(enc *e) {
+  char msg[64];
+  snprintf(msg, sizeof msg, "nesting deeper than %d levels", e->max_depth);
+  enc_fail(e, msg);
+}
+
+static inline void enc_depth_in(enc *e) {
+  if (++e->depth > e->max_depth) enc_too_deep(e);
   if (!lua_checkstack(e->L, 10)) enc_fail(e, "Lua stack overflow");
 }
 
@@ -539,13 +604,15 @@ static void names_build(lua_State *L) {
 ** returns 0 and pushes nothing. [-0, +(0|1), m] */
 static int enc_name(enc *e, int idx, int rescan) {
   lua_State *L = e->L;
-  if (e->names == 0) {
+  if (lua_isnil(L, e->names)) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &NAMES_KEY) != LUA_TTABLE) {
       lua_pop(L, 1);
       names_build(L);
       e->rescanned = 1;
+    } else {
+      e->names_cached = 1;
     }
-    e->names = lua_gettop(L);
+    lua_replace(L, e->names);
   }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->names) == LUA_TSTRING) return 1;
@@ -569,13 +636,24 @@ static void put_name(enc *e, int tag) {
   e->flags |= FLAG_FUNCTIONS;
 }
 
-/* Closes the packed run started at `pos` (0: none) holding `count` values.
-** An integer run is narrowed in place to the smallest width that holds
-** [lo, hi]; a run of one value becomes a plain scalar. */
-static void run_close(enc *e, size_t pos, int isint, uint32_t count,
-                      lua_Integer lo, lua_Integer hi) {
+/* A packed run of numbers being written in an array section. */
+typedef struct run {
+  size_t pos;                 /* offset of its tag; 0 when none is open */
+  int isint;
+  uint32_t count;
+  lua_Integer lo, hi;
+} run;
+
+/* Closes the open run, if any. An integer run is narrowed in place to the
+** smallest width that holds [lo, hi]; a run of one value becomes a plain
+** scalar. */
+static void run_close(enc *e, run *r) {
+  if (r->pos == 0) return;
+  size_t pos = r->pos;
   unsigned char *base = e->b->data + pos;
-  if (!isint) {
+  uint32_t count = r->count;
+  r->pos = 0;
+  if (!r->isint) {
     if (count == 1) {     /* T_FRUN n x  ->  T_FLOAT x */
       base[0] = T_FLOAT;
       memmove(base + 1, base + 5, 8);
@@ -585,6 +663,7 @@ static void run_close(enc *e, size_t pos, int isint, uint32_t count,
     }
     return;
   }
+  lua_Integer lo = r->lo, hi = r->hi;
   unsigned w = (lo >= INT8_MIN && hi <= INT8_MAX) ? 1
              : (lo >= INT16_MIN && hi <= INT16_MAX) ? 2
              : (lo >= INT32_MIN && hi <= INT32_MAX) ? 4 : 8;
@@ -597,6 +676,7 @@ static void run_close(enc *e, size_t pos, int isint, uint32_t count,
   }
   base[1] = (unsigned char)w;
   wr32(base + 2, count);
+  /* narrowing moves each value to a lower address: safe front to back */
   switch (w) {
     case 1:
       for (uint32_t i = 0; i < count; i++) src[i] = (unsigned char)rd64(src + 8 * (size_t)i);
@@ -613,16 +693,84 @@ static void run_close(enc *e, size_t pos, int isint, uint32_t count,
   e->b->len = pos + 6 + (size_t)w * count;
 }
 
+/* Appends the value at idx, of Lua type `type`, as item i of an array
+** section: numbers join a packed run, anything else is a value of its own.
+** [-0, +0, v] */
+static inline void enc_item(enc *e, run *r, int idx, int type, lua_Integer i) {
+  lua_State *L = e->L;
+  if (type == LUA_TNUMBER) {
+    int isint = lua_isinteger(L, idx);
+    if (r->pos && (r->isint != isint || r->count == UINT32_MAX)) run_close(e, r);
+    unsigned char *q = enc_reserve(e, 14);
+    uint64_t bits;
+    if (isint) {
+      lua_Integer v = lua_tointeger(L, idx);
+      if (!r->pos) {
+        r->pos = e->b->len; r->isint = 1; r->count = 0; r->lo = r->hi = v;
+        q[0] = T_IRUN;
+        q += 6;
+        e->b->len += 6;
+      }
+      if (v < r->lo) r->lo = v;
+      if (v > r->hi) r->hi = v;
+      bits = (uint64_t)v;
+    } else {
+      double d = (double)lua_tonumber(L, idx);
+      if (!r->pos) {
+        r->pos = e->b->len; r->isint = 0; r->count = 0;
+        q[0] = T_FRUN;
+        q += 5;
+        e->b->len += 5;
+      }
+      memcpy(&bits, &d, 8);
+    }
+    wr64(q, bits);
+    e->b->len += 8;
+    r->count++;
+    return;
+  }
+  run_close(e, r);
+  path_push(e, P_INDEX, 0, i);
+  enc_value(e, idx);
+  path_pop(e);
+}
+
+/* Under lua_pcall, with (t, k): lua_next(t, k) -> true, key, value; or
+** false at the end. Raises when k is no key of t. */
+static int next_probe(lua_State *L) {
+  if (lua_next(L, 1)) {
+    lua_pushboolean(L, 1);
+    lua_insert(L, -3);
+    return 3;
+  }
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+#define PROBE_MIN 64    /* arrays shorter than this skip the probe */
+#define ITEM_BATCH 32   /* array items on the stack before one pop */
+
 /* Encodes the table at idx. Layout: tag, u32 narr, u32 nhash, narr array
-** items (values of keys 1..narr, with packed runs), nhash key/value pairs,
-** then the metatable for T_TABLE_MT. One lua_next pass: the array part
-** comes first in Lua's traversal order, and the first key that breaks the
-** sequence 1, 2, 3 ... starts the hash section. [-0, +0, v] */
+** items (the values of keys 1..narr, numbers in packed runs), nhash
+** key/value pairs, then the metatable for T_TABLE_MT. [-0, +0, v]
+**
+** The array items are read with lua_rawgeti up to the border n (3 API
+** calls per item, against 8 for a lua_next pass that checks each key).
+** The other pairs then come from lua_next, which must not revisit 1..n.
+** When key n + 1 lies inside the table's array part, lua_next(t, n + 1)
+** resumes right after it (Lua 5.4 accepts any index of the array part as
+** a traversal key, present or not), and every key of 1..n is behind it,
+** since they too live in the array part. Otherwise lua_next raises, and a
+** full traversal skips the keys 1..n instead: slower, equally correct. */
 static void enc_table(enc *e, int idx) {
   lua_State *L = e->L;
   if (lua_rawequal(L, idx, e->globals)) { put_byte(e, T_GLOBALS); return; }
-  if (enc_seen(e, lua_topointer(L, idx))) return;
+  const void *obj = lua_topointer(L, idx);
+  idmap_slot *slot = enc_seen(e, obj);
+  if (slot == NULL) return;
+  /* a module goes by name each time: it never enters the identity map */
   if (enc_name(e, idx, 0)) { put_name(e, T_MODULE); return; }
+  enc_record(e, slot, obj);
   enc_depth_in(e);
   int hasmt = lua_getmetatable(L, idx);
   if (hasmt) lua_pop(L, 1);
@@ -630,76 +778,60 @@ static void enc_table(enc *e, int idx) {
   size_t counts = e->b->len + 1;
   p[0] = hasmt ? T_TABLE_MT : T_TABLE;
   e->b->len += 9;
-  uint32_t narr = 0, nhash = 0;
-  int inarray = 1;
-  size_t runpos = 0;               /* 0: no open run */
-  int runint = 0;
-  uint32_t runcount = 0;
-  lua_Integer lo = 0, hi = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int top = lua_gettop(L);
-    if (inarray) {
-      if (lua_isinteger(L, top - 1) && lua_tointeger(L, top - 1) == (lua_Integer)narr + 1
-          && narr < UINT32_MAX) {
-        narr++;
-        if (lua_type(L, top) == LUA_TNUMBER) {
-          int isint = lua_isinteger(L, top);
-          if (runpos && (runint != isint || runcount == UINT32_MAX)) {
-            run_close(e, runpos, runint, runcount, lo, hi);
-            runpos = 0;
-          }
-          if (isint) {
-            lua_Integer v = lua_tointeger(L, top);
-            unsigned char *q = enc_reserve(e, 14);
-            if (!runpos) {
-              runpos = e->b->len; runint = 1; runcount = 0; lo = hi = v;
-              q[0] = T_IRUN;
-              q += 6;
-              e->b->len += 6;
-            }
-            wr64(q, (uint64_t)v);
-            e->b->len += 8;
-            if (v < lo) lo = v;
-            if (v > hi) hi = v;
-          } else {
-            double d = (double)lua_tonumber(L, top);
-            uint64_t bits;
-            unsigned char *q = enc_reserve(e, 13);
-            if (!runpos) {
-              runpos = e->b->len; runint = 0; runcount = 0;
-              q[0] = T_FRUN;
-              q += 5;
-              e->b->len += 5;
-            }
-            memcpy(&bits, &d, 8);
-            wr64(q, bits);
-            e->b->len += 8;
-          }
-          runcount++;
-        } else {
-          if (runpos) { run_close(e, runpos, runint, runcount, lo, hi); runpos = 0; }
-          path_push(e, P_KEY, top - 1, 0);
-          enc_value(e, top);
-          path_pop(e);
-        }
-        lua_pop(L, 1);
-        continue;
-      }
-      if (runpos) { run_close(e, runpos, runint, runcount, lo, hi); runpos = 0; }
-      inarray = 0;
+
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  if (n > (lua_Integer)UINT32_MAX) n = UINT32_MAX;
+  run r = { 0, 0, 0, 0, 0 };
+  int base = lua_gettop(L);
+  if (!lua_checkstack(L, ITEM_BATCH + 4)) enc_fail(e, "Lua stack overflow");
+  for (lua_Integer i = 1; i <= n; i += ITEM_BATCH) {
+    /* items are popped a batch at a time: lua_settop is not cheap */
+    int m = n - i + 1 < ITEM_BATCH ? (int)(n - i + 1) : ITEM_BATCH;
+    for (int j = 0; j < m; j++) {
+      int type = lua_rawgeti(L, idx, i + j);
+      enc_item(e, &r, base + 1 + j, type, i + j);
     }
-    path_push(e, P_KEYITSELF, top - 1, 0);
-    enc_value(e, top - 1);
-    e->path[e->npath - 1 < PATH_SEGS ? e->npath - 1 : 0].kind =
-        e->npath - 1 < PATH_SEGS ? P_KEY : P_KEYITSELF;
-    enc_value(e, top);
-    path_pop(e);
-    nhash++;
-    lua_pop(L, 1);
+    lua_settop(L, base);
   }
-  if (runpos) run_close(e, runpos, runint, runcount, lo, hi);
-  wr32(e->b->data + counts, narr);
+  run_close(e, &r);
+
+  uint32_t nhash = 0;
+  int full = 1;       /* traverse everything, skipping the keys 1..n */
+  int have = 0;       /* the first pair is already on the stack */
+  int done = 0;
+  if (n >= PROBE_MIN) {
+    lua_pushcfunction(L, next_probe);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, n + 1);
+    if (lua_pcall(L, 2, 3, 0) == LUA_OK) {
+      full = 0;
+      have = lua_toboolean(L, base + 1);
+      done = !have;
+      lua_remove(L, base + 1);               /* key, value (or nil, nil) */
+      if (done) lua_settop(L, base);
+    } else {
+      lua_settop(L, base);                   /* n + 1 is past the array */
+    }
+  }
+  if (full) lua_pushnil(L);
+  int k = base + 1, v = base + 2;
+  while (!done) {
+    if (have) have = 0;
+    else if (!lua_next(L, idx)) break;
+    if (full && n > 0 && lua_isinteger(L, k)) {
+      lua_Integer key = lua_tointeger(L, k);
+      if (key >= 1 && key <= n) { lua_settop(L, k); continue; }
+    }
+    path_push(e, P_KEYITSELF, k, 0);
+    enc_value(e, k);
+    path_pop(e);
+    path_push(e, P_KEY, k, 0);
+    enc_value(e, v);
+    path_pop(e);
+    if (++nhash == UINT32_MAX) enc_fail(e, "table too large");
+    lua_settop(L, k);
+  }
+  wr32(e->b->data + counts, (uint32_t)n);
   wr32(e->b->data + counts + 4, nhash);
   if (hasmt) {
     lua_getmetatable(L, idx);
@@ -731,7 +863,7 @@ static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
 ** with debug info. Dumps on a miss. [-0, +1, m] */
 static void enc_bytecode(enc *e, int idx) {
   lua_State *L = e->L;
-  if (e->fcache == 0) {
+  if (lua_isnil(L, e->fcache)) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FCACHE_KEY) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_createtable(L, 0, 16);
@@ -742,7 +874,7 @@ static void enc_bytecode(enc *e, int idx) {
       lua_pushvalue(L, -1);
       lua_rawsetp(L, LUA_REGISTRYINDEX, &FCACHE_KEY);
     }
-    e->fcache = lua_gettop(L);
+    lua_replace(L, e->fcache);
   }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->fcache) == LUA_TSTRING) return;
@@ -768,8 +900,11 @@ static void enc_bytecode(enc *e, int idx) {
 ** value. [-0, +0, v] */
 static void enc_lfunc(enc *e, int idx) {
   lua_State *L = e->L;
-  if (enc_seen(e, lua_topointer(L, idx))) return;
+  const void *obj = lua_topointer(L, idx);
+  idmap_slot *slot = enc_seen(e, obj);
+  if (slot == NULL) return;
   size_t self = enc_off(e);
+  enc_record(e, slot, obj);
   enc_depth_in(e);
   enc_bytecode(e, idx);
   size_t len;
@@ -785,10 +920,14 @@ static void enc_lfunc(enc *e, int idx) {
   put_byte(e, 0);
   e->flags |= FLAG_FUNCTIONS;
   int n = 0;
-  while (lua_getupvalue(L, idx, n + 1) != NULL) {
+  const char *name;
+  while ((name = lua_getupvalue(L, idx, n + 1)) != NULL) {
     n++;
     int top = lua_gettop(L);
-    if (lua_rawequal(L, top, e->globals)) {
+    if (strcmp(name, "_ENV") == 0 || lua_rawequal(L, top, e->globals)) {
+      /* A function's environment is the globals of wherever it runs, so
+      ** an _ENV never travels, whatever table it holds in the source (a
+      ** sandbox, busted's spec environment); nor does the global table. */
       put_byte(e, T_GLOBALS);
     } else {
       const void *cell = (const void *)((uintptr_t)lua_upvalueid(L, idx, n) | 1u);
@@ -832,12 +971,13 @@ static void kind_display(const char *tname, char *out, size_t cap) {
 
 /* Encodes a userdata: a registered handle kind as a retained pointer when
 ** in-process; anything else is an error. [-0, +0, v] */
-static void enc_userdata(enc *e, int idx) {
+LF_COLD static void enc_userdata(enc *e, int idx) {
   lua_State *L = e->L;
   char reason[160];
   if (lua_getmetatable(L, idx)) {
     int mt = lua_gettop(L);
-    for (int k = 0; k < nkinds; k++) {
+    int nk = kinds_count();
+    for (int k = 0; k < nk; k++) {
       luaL_getmetatable(L, kinds[k]->tname);
       int same = lua_rawequal(L, -1, mt);
       lua_pop(L, 1);
@@ -852,7 +992,10 @@ static void enc_userdata(enc *e, int idx) {
       }
       if (lua_rawlen(L, idx) < sizeof(void *)) enc_fail(e, disp);
       void *obj = *(void **)lua_touserdata(L, idx);
-      if (enc_seen(e, lua_topointer(L, idx))) return;
+      if (obj == NULL) enc_fail(e, "released handle");
+      idmap_slot *slot = enc_seen(e, lua_topointer(L, idx));
+      if (slot == NULL) return;
+      enc_record(e, slot, lua_topointer(L, idx));
       lf_buf *b = e->b;
       if (b->nhandles == b->hcap) {
         size_t ncap = b->hcap ? b->hcap * 2 : 4;
@@ -873,7 +1016,8 @@ static void enc_userdata(enc *e, int idx) {
       e->flags |= FLAG_HANDLES;
       return;
     }
-    if (lua_getfield(L, mt, "__name") == LUA_TSTRING) {
+    lua_pushliteral(L, "__name");
+    if (lua_rawget(L, mt) == LUA_TSTRING) {
       snprintf(reason, sizeof reason, "userdata (%.100s)", lua_tostring(L, -1));
       enc_fail(e, reason);
     }
@@ -923,48 +1067,59 @@ static void enc_value(enc *e, int idx) {
 static int enc_main(lua_State *L) {
   enc *e = lua_touserdata(L, 1);
   int n = lua_gettop(L) - 1;
+  if (!lua_checkstack(L, 40)) luaL_error(L, "stack overflow");
   unsigned char *p = enc_reserve(e, HDR_SIZE + 10);
   memset(p, 0, HDR_SIZE);
   e->b->len = HDR_SIZE;
   put_varint(e, (uint64_t)n);
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   e->globals = lua_gettop(L);
+  lua_pushnil(L);
+  e->fcache = lua_gettop(L);
+  lua_pushnil(L);
+  e->names = lua_gettop(L);
   for (int i = 0; i < n; i++) {
     e->argno += (i > 0);
     enc_value(e, 2 + i);
+    if (e->o->max_size && e->b->len > e->o->max_size) enc_oversize(e);
   }
   return 0;
 }
 
-int lf_encode(lua_State *L, int first, int n, const char *what, int base,
-              lf_buf *out, const lf_codec_opts *opts) {
-  if (opts == NULL) opts = &lf_codec_defaults;
-  first = lua_absindex(L, first);
+/* One encoding attempt; see lf_encode. */
+static int encode_once(lua_State *L, int first, int n, const char *what,
+                       int base, lf_buf *out, const lf_codec_opts *opts,
+                       int *names_cached) {
   enc e;
   e.L = L;
   e.b = out;
   e.o = opts;
   e.max_depth = opts->max_depth <= 0 ? LF_CODEC_DEFAULT_DEPTH
-              : opts->max_depth > HARD_DEPTH ? HARD_DEPTH : opts->max_depth;
+              : opts->max_depth > LF_CODEC_MAX_DEPTH ? LF_CODEC_MAX_DEPTH : opts->max_depth;
   e.depth = 0;
   e.what = what ? what : "value";
   e.argno = base;
   e.globals = e.fcache = e.names = 0;
-  e.rescanned = 0;
+  e.rescanned = e.names_cached = 0;
+  e.failed = 0;
   e.flags = 0;
   e.npath = 0;
   idmap_init(&e.ids);
-  if (n < 0 || !lua_checkstack(L, n + 4)) {
-    if (lua_checkstack(L, 1)) lua_pushliteral(L, "cannot transfer: too many values");
-    return -1;
-  }
   lua_pushcfunction(L, enc_main);
   lua_pushlightuserdata(L, &e);
   for (int i = 0; i < n; i++) lua_pushvalue(L, first + i);
   int rc = lua_pcall(L, n + 1, 0, 0);
   idmap_free(&e.ids);
+  *names_cached = e.names_cached;
   if (rc != LUA_OK) {
     lf_buf_free(out);
+    if (!e.failed) {
+      /* out of memory, or an error from the Lua API: name the value */
+      const char *msg = lua_tostring(L, -1);
+      lua_pushfstring(L, "cannot transfer %s #%d: %s", e.what, e.argno,
+                      msg ? msg : "error while encoding");
+      lua_replace(L, -2);
+    }
     return -1;
   }
   unsigned char *h = out->data;
@@ -972,7 +1127,35 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
   h[0] = MAGIC0; h[1] = MAGIC1; h[2] = MAGIC2; h[3] = FORMAT_VERSION;
   wr32(h + 4, e.flags);
   wr64(h + 8, (uint64_t)plen);
-  wr64(h + 16, lf_hash64(h + HDR_SIZE, plen));
+  wr64(h + 16, frame_sum(h, out->len));
+  return 0;
+}
+
+/* A failure with a names map from an earlier encode may come from a stale
+** map: a module loaded (or reloaded) since then was copied by value instead
+** of going by name, and met something that cannot travel. So the map is
+** dropped and the values encoded once more; only failures pay for it. */
+int lf_encode(lua_State *L, int first, int n, const char *what, int base,
+              lf_buf *out, const lf_codec_opts *opts) {
+  if (opts == NULL) opts = &lf_codec_defaults;
+  first = lua_absindex(L, first);
+  if (n < 0 || !lua_checkstack(L, n + 4)) {
+    if (lua_checkstack(L, 1)) lua_pushliteral(L, "cannot transfer: too many values");
+    return -1;
+  }
+  int cached;
+  if (encode_once(L, first, n, what, base, out, opts, &cached) == 0) return 0;
+  if (!cached) return -1;
+  lua_pop(L, 1);                        /* the first attempt's message */
+  lua_pushnil(L);                       /* removing a key never allocates */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &NAMES_KEY);
+  return encode_once(L, first, n, what, base, out, opts, &cached);
+}
+
+int lf_codec_reseal(unsigned char *data, size_t len) {
+  if (len < HDR_SIZE) return -1;
+  wr64(data + 8, (uint64_t)(len - HDR_SIZE));
+  wr64(data + 16, frame_sum(data, len));
   return 0;
 }
 
@@ -994,9 +1177,9 @@ typedef struct dec {
 static void dec_value(dec *d);
 
 /* Raises "cannot decode transfer data: <why> (at byte N)". [-0, +0, v] */
-static void dec_fail(dec *d, const char *why) {
-  luaL_error(d->L, "cannot decode transfer data: %s (at byte %d)", why,
-             (int)((d->p - d->start) + HDR_SIZE));
+LF_COLD static void dec_fail(dec *d, const char *why) {
+  luaL_error(d->L, "cannot decode transfer data: %s (at byte %I)", why,
+             (lua_Integer)((d->p - d->start) + HDR_SIZE));
 }
 
 static inline void need(dec *d, size_t n) {
@@ -1055,7 +1238,8 @@ static void dec_ref(dec *d) {
 
 /* Resolves "module.field" (field = 0) or "module" (field = 1: the whole
 ** name is the module): package.loaded first, then require. [-0, +1, e] */
-static void dec_resolve(dec *d, const char *name, size_t len, int whole) {
+LF_NOINLINE static void dec_resolve(dec *d, const char *name, size_t len,
+                                    int whole) {
   lua_State *L = d->L;
   char buf[MAX_NAME + 1];
   if (len == 0 || len > MAX_NAME || memchr(name, '\0', len))
@@ -1108,7 +1292,7 @@ static int all_globals(lua_State *L, int fidx, int nups, int globals) {
   return lua_getupvalue(L, fidx, nups + 1) == NULL;
 }
 
-static void dec_lfunc(dec *d, size_t self, int keep) {
+LF_NOINLINE static void dec_lfunc(dec *d, size_t self, int keep) {
   lua_State *L = d->L;
   dec_depth_in(d);
   need(d, 8);
@@ -1227,7 +1411,9 @@ static void dec_table(dec *d, size_t self, int keep, int hasmt) {
   uint32_t narr = rd32(d->p), nhash = rd32(d->p + 4);
   d->p += 8;
   if (narr > left(d) || nhash > left(d) / 2) dec_fail(d, "table size past the end of the input");
-  lua_createtable(L, (int)narr, (int)nhash);
+  /* the sizes are hints, bounded by the input: no allocation past it */
+  lua_createtable(L, narr < (1u << 26) ? (int)narr : 1 << 26,
+                  nhash < (1u << 24) ? (int)nhash : 1 << 24);
   int t = lua_gettop(L);
   if (keep) dec_keep(d, self);
   lua_Integer i = 1;
@@ -1355,7 +1541,7 @@ static void dec_value(dec *d) {
       unsigned k = d->p[0];
       uint64_t ptr = rd64(d->p + 1);
       d->p += 9;
-      if (k >= (unsigned)nkinds || ptr == 0) dec_fail(d, "bad handle");
+      if (k >= (unsigned)kinds_count() || ptr == 0) dec_fail(d, "bad handle");
       kinds[k]->push(L, (void *)(uintptr_t)ptr);
       if (keep) dec_keep(d, self);
       return;
@@ -1375,8 +1561,8 @@ static int dec_main(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   d->globals = 4;
   uint64_t n = get_varint(d);
-  if (n > left(d)) dec_fail(d, "value count past the end of the input");
-  if (!lua_checkstack(L, (int)n + 10)) dec_fail(d, "too many values");
+  if (n > left(d) || n > 100000 || !lua_checkstack(L, (int)n + 10))
+    dec_fail(d, "too many values");
   for (uint64_t i = 0; i < n; i++) dec_value(d);
   if (d->p != d->end) dec_fail(d, "trailing bytes");
   return (int)n;
@@ -1395,7 +1581,7 @@ static const char *check_header(const unsigned char *data, size_t len,
   if (o->max_size && len > o->max_size) return "larger than max_size";
   if (!o->functions && (flags & FLAG_FUNCTIONS)) return "functions refused";
   if (!o->in_process && (flags & FLAG_HANDLES)) return "shared handle outside its process";
-  if (rd64(data + 16) != lf_hash64(data + HDR_SIZE, len - HDR_SIZE))
+  if (rd64(data + 16) != frame_sum(data, len))
     return "checksum mismatch";
   return NULL;
 }
@@ -1424,7 +1610,7 @@ int lf_decode(lua_State *L, const unsigned char *data, size_t len,
   d.end = data + len;
   d.o = opts;
   d.max_depth = opts->max_depth <= 0 ? LF_CODEC_DEFAULT_DEPTH
-              : opts->max_depth > HARD_DEPTH ? HARD_DEPTH : opts->max_depth;
+              : opts->max_depth > LF_CODEC_MAX_DEPTH ? LF_CODEC_MAX_DEPTH : opts->max_depth;
   d.depth = 0;
   d.refs = d.rcache = 0;
   lua_pushcfunction(L, dec_main);

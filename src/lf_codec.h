@@ -60,7 +60,9 @@ void lf_buf_free(lf_buf *b);
 typedef struct lf_codec_opts {
   int max_depth;      /* nesting limit for tables and functions (200) */
   size_t max_size;    /* encoded-size limit in bytes, 0 for none */
-  int in_process;     /* encode: shared handles allowed (1) or an error (0) */
+  int in_process;     /* encode: shared handles allowed (1) or an error (0);
+                         decode: 1 only for a buffer made in this process
+                         (a handle is a pointer): with 0 one is an error */
   int functions;      /* decode: Lua and C functions allowed (1) or refused */
 } lf_codec_opts;
 
@@ -85,5 +87,11 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
 ** [-0, +(n|1), -] */
 int lf_decode(lua_State *L, const unsigned char *data, size_t len,
               const lf_codec_opts *opts);
+
+/* For tests and the fuzzer: rewrite the length and checksum fields of the
+** header of data[0 .. len) so that a modified payload passes the integrity
+** checks and reaches the value decoder. Returns 0, or -1 when len is
+** shorter than a header. Any thread. */
+int lf_codec_reseal(unsigned char *data, size_t len);
 
 #endif

@@ -25,6 +25,9 @@
 #include "lf_common.h"
 #include "lf_core.h"
 #include "lf_executor.h"
+#ifdef LF_FAULT_INJECTION
+#include "lf_fault.h"
+#endif
 
 void (*lf_state_setup)(lua_State *L) = NULL;
 
@@ -353,7 +356,11 @@ static int setup_state(lua_State *L) {
 }
 
 lua_State *lf_new_state(const char *path, const char *cpath) {
+#ifdef LF_FAULT_INJECTION
+  lua_State *L = lf_fault_newstate();   /* an allocator that can fail */
+#else
   lua_State *L = luaL_newstate();
+#endif
   if (L == NULL) return NULL;
   lua_pushcfunction(L, setup_state);
   lua_pushlightuserdata(L, (void *)path);

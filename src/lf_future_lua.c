@@ -139,6 +139,7 @@ static void push_outcome(lua_State *L, int idx, lf_future *f, double timeout) {
   int failed = f->failed;
   lf_unlock(&f->mu);
   if (s == LF_CANCELLED) lf_raise_error(L, "CancelledError", "future was cancelled");
+  if (failed && f->result.len == 0) luaL_error(L, "not enough memory");  /* to encode the error */
   /* FINISHED: the result buffer no longer changes. */
   int top = lua_gettop(L);
   int n = lf_decode(L, f->result.data, f->result.len, &lf_codec_defaults);

@@ -71,7 +71,9 @@ enum { W_FREE, W_SPAWNING, W_IDLE, W_BUSY, W_CLOSING };
 enum { R_NONE, R_RUNNING, R_EXITED, R_JOINED };
 
 typedef struct lf_proc {
-  /* Guarded by pool->mu (written by the reader alone while SPAWNING): */
+  /* Guarded by pool->mu. pid, fd and pidfd are written only by the reader
+  ** (while the slot is SPAWNING, or when it frees it under pool->mu), so
+  ** the reader reads them without the lock and other threads under it. */
   int state;                 /* W_* */
   pid_t pid;
   int fd;                    /* the host's end of the socketpair, or -1 */
@@ -85,6 +87,7 @@ typedef struct lf_proc {
   unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
   lf_buf sending;            /* the task's call while it is being written */
   const char *why;           /* why the host killed it, or NULL */
+  int dead_socket;           /* a write failed: it is to be killed */
   /* The reader's alone: */
   int eof, killed;
   double eof_at;
@@ -102,18 +105,21 @@ typedef struct lf_ppool {
   pthread_cond_t exit_cv;    /* join waits here for the reader to exit */
   lf_future *head, *tail;    /* the queue */
   size_t queued;
+  lf_future *rhead, *rtail;  /* RUNNING tasks to send again (their worker
+                                died before it had the whole frame) */
   int nprocs;                /* slots not FREE */
   int nidle;                 /* slots IDLE */
   int shutdown;
   int spawn_blocked;         /* a start failed: retry once a worker exits */
   int reader;                /* R_* */
   int woken;                 /* a wake-up is in efd, not yet read */
+  int efd;                   /* eventfd that wakes the reader; the reader
+                                closes it when it exits (-1 then) */
   pthread_t thread;
   /* Read-only once the pool exists: */
   int max_workers;
   long max_tasks;            /* per child; 0 for no limit */
   lf_proc *procs;            /* [max_workers] */
-  int efd;                   /* eventfd that wakes the reader */
   char *exe;                 /* the interpreter, for argv[0] and messages */
   char *spawn_path;          /* what is executed (/proc/self/exe or exe) */
   unsigned char *init;       /* the INIT payload */
@@ -143,16 +149,38 @@ static lf_future *take_queue_locked(lf_ppool *p) {
   return q;
 }
 
+typedef struct text_error {
+  const char *msg;
+  lf_buf *out;
+  const lf_codec_opts *opts;
+  int rc;
+} text_error;
+
+/* Encodes ("BrokenProcessPool: <msg>", "") under lua_pcall. */
+static int encode_text_error(lua_State *L) {
+  text_error *t = lua_touserdata(L, 1);
+  lua_pushfstring(L, "BrokenProcessPool: %s", t->msg);
+  lua_pushliteral(L, "");
+  t->rc = lf_encode(L, lua_gettop(L) - 1, 2, "error", 1, t->out, t->opts);
+  return 0;
+}
+
 /* Complete f (RUNNING) with a BrokenProcessPool error. Reader only. */
 static void fail_future(lf_ppool *p, lf_future *f, const char *msg) {
   lf_buf err = LF_BUF_INIT;
   if (p->scratch == NULL) p->scratch = luaL_newstate();
-  if (p->scratch != NULL &&
-      lf_error_encode(p->scratch, "BrokenProcessPool", msg, &err,
-                      &p->opts) == 0)
-    lf_future_finish(f, &err, 1);
-  else
-    lf_future_finish(f, &err, 1);   /* no memory for the error: fail bare */
+  lua_State *S = p->scratch;
+  if (S != NULL && lf_error_encode(S, "BrokenProcessPool", msg, &err,
+                                   &p->opts) != 0) {
+    /* The error object could not be encoded: send at least its text. */
+    text_error t = { msg, &err, &p->opts, -1 };
+    int top = lua_gettop(S);
+    lua_pushcfunction(S, encode_text_error);
+    lua_pushlightuserdata(S, &t);
+    if (lua_pcall(S, 1, 0, 0) != LUA_OK || t.rc != 0) lf_buf_free(&err);
+    lua_settop(S, top);
+  }
+  lf_future_finish(f, &err, 1);   /* empty only when out of memory */
   lf_buf_free(&err);
 }
 
@@ -162,14 +190,27 @@ static void break_locked(lf_ppool *p, const char *why) {
   if (p->base.broken != NULL) return;
   p->base.broken = strdup(why);
   if (p->base.broken == NULL) p->base.broken = strdup("broken");
+  const char *msg = p->base.broken ? p->base.broken : why;
   lf_future *q = take_queue_locked(p);
   while (q != NULL) {
     lf_future *next = q->next_queued;
-    if (lf_future_set_running(q) == 1)
-      fail_future(p, q, p->base.broken ? p->base.broken : why);
+    if (lf_future_set_running(q) == 1) fail_future(p, q, msg);
     lf_future_release(q);
     q = next;
   }
+  q = p->rhead;   /* already RUNNING */
+  p->rhead = p->rtail = NULL;
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    fail_future(p, q, msg);
+    lf_future_release(q);
+    q = next;
+  }
+}
+
+/* Is there work for a worker (queued, or to send again)? */
+static int has_work_locked(lf_ppool *p) {
+  return p->head != NULL || p->rhead != NULL;
 }
 
 /* ---- writing to workers (pool->mu held) ---- */
@@ -182,10 +223,34 @@ static void wake_locked(lf_ppool *p) {
   (void)n;   /* EAGAIN: the counter is already non-zero, the reader wakes */
 }
 
+/* The socket of w is dead (EPIPE, ECONNRESET): its process has exited or
+** closed it. The task frame, always the last thing written, did not get
+** through whole, so the worker never ran it: it goes back to the pool (as
+** RUNNING, since cancel() already fails for it) to be sent first to
+** another worker. w takes no more work; the reader, which sees its
+** end-of-file, makes sure it exits (only the reaper may signal a pid). */
+static void socket_dead_locked(lf_ppool *p, lf_proc *w) {
+  w->iov_first = w->iov_n = 0;
+  lf_future *f = w->task;
+  if (f != NULL) {
+    w->task = NULL;
+    f->call = w->sending;   /* the bytes are intact: only iov moved */
+    memset(&w->sending, 0, sizeof w->sending);
+    f->next_queued = NULL;
+    if (p->rtail) p->rtail->next_queued = f; else p->rhead = f;
+    p->rtail = f;
+  } else {
+    lf_buf_free(&w->sending);
+  }
+  if (w->state == W_IDLE) p->nidle--;
+  w->state = W_CLOSING;
+  w->dead_socket = 1;
+  wake_locked(p);
+}
+
 /* Write what is pending. Returns 0 when all is written, 1 when the socket
-** is full (the reader continues on POLLOUT), -1 when the worker is gone
-** (the reader notices its exit and fails its task). */
-static int flush_locked(lf_proc *w) {
+** is full (the reader continues on POLLOUT), -1 when the worker is gone. */
+static int flush_locked(lf_ppool *p, lf_proc *w) {
   while (w->iov_first < w->iov_n) {
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
@@ -195,8 +260,7 @@ static int flush_locked(lf_proc *w) {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
-      w->iov_first = w->iov_n = 0;
-      lf_buf_free(&w->sending);
+      socket_dead_locked(p, w);
       return -1;
     }
     size_t left = (size_t)n;
@@ -225,7 +289,7 @@ static void push_iov(lf_proc *w, void *base, size_t len) {
   w->iov_n++;
 }
 
-/* Send f (just set RUNNING) to the idle worker w. */
+/* Send f (RUNNING) to the idle worker w. */
 static void send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
   w->task = f;   /* the queue's reference moves here */
   w->state = W_BUSY;
@@ -236,16 +300,23 @@ static void send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
                 w->sending.len);
   push_iov(w, w->htask, LF_PROC_HDR);
   if (w->sending.len > 0) push_iov(w, w->sending.data, w->sending.len);
-  if (flush_locked(w) == 1) wake_locked(p);
+  if (flush_locked(p, w) == 1) wake_locked(p);
 }
 
 /* Send queued tasks to idle workers, the lowest slot first (so that the
 ** same few processes stay warm). */
 static void dispatch_locked(lf_ppool *p) {
-  for (int i = 0; p->head != NULL && p->nidle > 0 && i < p->max_workers;
+  for (int i = 0; has_work_locked(p) && p->nidle > 0 && i < p->max_workers;
        i++) {
     lf_proc *w = &p->procs[i];
     if (w->state != W_IDLE) continue;
+    if (p->rhead != NULL) {   /* sent before, to a worker that died */
+      lf_future *f = p->rhead;
+      p->rhead = f->next_queued;
+      if (p->rhead == NULL) p->rtail = NULL;
+      send_task_locked(p, w, f);
+      continue;
+    }
     while (p->head != NULL && p->base.broken == NULL) {
       lf_future *f = p->head;
       p->head = f->next_queued;
@@ -262,7 +333,7 @@ static void dispatch_locked(lf_ppool *p) {
 
 /* Ask idle workers to exit when no work can reach them any more. */
 static void wind_down_locked(lf_ppool *p) {
-  if ((!p->shutdown && p->base.broken == NULL) || p->head != NULL) return;
+  if ((!p->shutdown && p->base.broken == NULL) || has_work_locked(p)) return;
   for (int i = 0; i < p->max_workers; i++) {
     lf_proc *w = &p->procs[i];
     if (w->state != W_IDLE || w->iov_first < w->iov_n) continue;
@@ -339,8 +410,10 @@ static int pp_join(lf_executor *ex, double until) {
 static void pp_describe(lf_executor *ex, char *buf, size_t size) {
   lf_ppool *p = (lf_ppool *)ex;
   lf_lock(&p->mu);
+  size_t again = 0;
+  for (lf_future *f = p->rhead; f != NULL; f = f->next_queued) again++;
   snprintf(buf, size, "%d/%d workers, %zu queued%s", p->nprocs,
-           p->max_workers, p->queued, p->base.broken ? ", broken"
+           p->max_workers, p->queued + again, p->base.broken ? ", broken"
                                       : p->shutdown ? ", shut down" : "");
   lf_unlock(&p->mu);
 }
@@ -474,7 +547,7 @@ static void spawn_locked(lf_ppool *p, int n) {
     push_iov(w, p->init, p->init_len);
     /* The first task goes out with INIT, in the same sendmsg. */
     dispatch_locked(p);
-    if (w->state == W_IDLE) flush_locked(w);
+    if (w->state == W_IDLE) flush_locked(p, w);
   }
 }
 
@@ -538,6 +611,12 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
   lf_unlock(&p->mu);
 }
 
+/* No memory for what w sends: it cannot go on. Returns -1. */
+static int out_of_memory(lf_proc *w) {
+  kill_worker(w, "there was no memory for its result");
+  return -1;
+}
+
 /* Read what w sent, without blocking; deliver every whole frame. Returns
 ** 0, or -1 at end-of-file or on a socket error. */
 static int read_worker(lf_ppool *p, lf_proc *w) {
@@ -550,7 +629,7 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
         size_t cap = w->big.cap * 2;
         if (cap > want || cap < w->big.cap) cap = want;
         unsigned char *d = realloc(w->big.data, cap);
-        if (d == NULL) { kill_worker(w, "out of memory for its result"); return -1; }
+        if (d == NULL) return out_of_memory(w);
         w->big.data = d;
         w->big.cap = cap;
       }
@@ -590,7 +669,7 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
           lf_buf pl = LF_BUF_INIT;
           if (fr.len > 0) {
             pl.data = malloc((size_t)fr.len);
-            if (pl.data == NULL) { kill_worker(w, "out of memory for its result"); return -1; }
+            if (pl.data == NULL) return out_of_memory(w);
             memcpy(pl.data, w->stage + pos + LF_PROC_HDR, (size_t)fr.len);
             pl.len = pl.cap = (size_t)fr.len;
           }
@@ -604,7 +683,7 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
                                                   : LF_PROC_BIGCHUNK;
           if (cap < body) cap = body;
           w->big.data = malloc(cap);
-          if (w->big.data == NULL) { kill_worker(w, "out of memory for its result"); return -1; }
+          if (w->big.data == NULL) return out_of_memory(w);
           w->big.cap = cap;
           memcpy(w->big.data, w->stage + pos + LF_PROC_HDR, body);
           w->got = body;
@@ -619,7 +698,7 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
       memmove(w->stage, w->stage + pos, w->have - pos);
       w->have -= pos;
     }
-    if ((size_t)n < room) return 0;   /* drained: poll tells when there is more */
+    if ((size_t)n < room) return 0;   /* drained: poll says when more come */
   }
 }
 
@@ -648,6 +727,8 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
              (int)w->pid, w->why);
   else
     snprintf(msg, sizeof msg, "worker process %d died: %s", (int)w->pid, how);
+  /* A task whose frame it never had whole did not run: it goes again. */
+  if (w->task != NULL && w->iov_first < w->iov_n) socket_dead_locked(p, w);
   if (!w->ready && p->base.broken == NULL) {
     /* Died before it could run anything: starting another would only
     ** die the same way. */
@@ -703,11 +784,12 @@ static void *reader_main(void *arg) {
   for (;;) {
     dispatch_locked(p);
     wind_down_locked(p);
-    if (p->shutdown && p->head == NULL && p->nprocs == 0) break;
-    if (p->head != NULL && p->nidle == 0 && p->base.broken == NULL &&
+    if (p->shutdown && !has_work_locked(p) && p->nprocs == 0) break;
+    if (has_work_locked(p) && p->nidle == 0 && p->base.broken == NULL &&
         !p->spawn_blocked && p->nprocs < p->max_workers) {
       int want = p->max_workers - p->nprocs;
-      if ((size_t)want > p->queued) want = (int)p->queued;
+      size_t work = p->queued + (p->rhead != NULL);
+      if ((size_t)want > work) want = (int)work;
       spawn_locked(p, want);
       continue;
     }
@@ -734,7 +816,12 @@ static void *reader_main(void *arg) {
     }
     lf_unlock(&p->mu);
     int rc = poll(p->pfds, (nfds_t)n, timeout);
-    if (rc < 0 && errno != EINTR) abort();   /* EFAULT, EINVAL: a bug */
+    if (rc < 0 && errno == ENOMEM) {   /* the kernel's, for a moment */
+      struct timespec ms = { 0, 1000000 };
+      nanosleep(&ms, NULL);
+    } else if (rc < 0 && errno != EINTR) {
+      abort();   /* EFAULT, EINVAL: a bug */
+    }
     for (int k = 0; rc > 0 && k < n; k++) {
       short ev = p->pfds[k].revents;
       lf_proc *w = p->pfd_proc[k];
@@ -752,14 +839,14 @@ static void *reader_main(void *arg) {
       } else {
         if (ev & POLLOUT) {
           lf_lock(&p->mu);
-          flush_locked(w);
+          flush_locked(p, w);
           lf_unlock(&p->mu);
         }
         if ((ev & (POLLIN | POLLHUP | POLLERR)) && read_worker(p, w) < 0) {
           w->eof = 1;
           w->eof_at = lf_now();
           lf_lock(&p->mu);
-          if (w->state != W_CLOSING)
+          if (w->state != W_CLOSING || w->dead_socket)
             kill_worker(w, NULL);   /* it hung up while we need it */
           lf_unlock(&p->mu);
         }

@@ -21,11 +21,13 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -89,6 +91,8 @@ typedef struct rbuf {
   unsigned char *data;
   size_t cap, start, end;   /* unread bytes are data[start..end) */
   size_t consumed;          /* bytes of the frame returned last time */
+  size_t consumed_last;     /* ... and the time before */
+  int idle_big;             /* frames in a row that fitted a small buffer */
 } rbuf;
 
 #define RBUF_SMALL ((size_t)64 << 10)
@@ -137,7 +141,10 @@ static void spin_for_input(void) {
     ssize_t n = recv(LF_PROC_FD, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
       return;   /* data, end-of-file or an error: read() sees it now */
-    if ((i & 7) == 0 && lf_now() >= until) return;
+    if ((i & 7) == 0) {
+      if (lf_now() >= until) return;
+      sched_yield();   /* on a full machine, the host runs first */
+    }
     lf_cpu_relax();
   }
 }
@@ -154,13 +161,22 @@ static void note_arrival(void) {
 ** Returns 1, 0 at end-of-file, -1 on error. */
 static int read_frame(rbuf *rb, lf_frame *fr, unsigned char **payload) {
   rb->start += rb->consumed;
+  rb->consumed_last = rb->consumed;
   rb->consumed = 0;
   if (rb->start == rb->end) {
     rb->start = rb->end = 0;
-    if (rb->cap > 4 * RBUF_SMALL) {   /* do not keep a big task's buffer */
-      free(rb->data);
-      rb->data = NULL;
-      rb->cap = 0;
+    /* A big buffer is kept while big frames keep coming (fresh memory costs
+    ** a page fault per 4 KiB, more than copying into it), and given back
+    ** after 8 frames in a row that a small one would have held. */
+    if (rb->cap > 4 * RBUF_SMALL) {
+      if (rb->consumed_last > RBUF_SMALL) {
+        rb->idle_big = 0;
+      } else if (++rb->idle_big >= 8) {
+        free(rb->data);
+        rb->data = NULL;
+        rb->cap = 0;
+        rb->idle_big = 0;
+      }
     }
     spin_for_input();
   }
@@ -301,11 +317,14 @@ int lf_process_worker_main(int argc, char **argv) {
   }
   /* Processes that tasks start must not keep the host's socket open. */
   fcntl(LF_PROC_FD, F_SETFD, FD_CLOEXEC);
+  /* The same name in ps and /proc whichever path started us (the pool may
+  ** run /proc/self/exe, or a copy named otherwise). */
+  prctl(PR_SET_NAME, "lua-futures", 0, 0, 0);
   start_watchdog();
 
   lf_codec_opts opts = lf_codec_defaults;
   opts.in_process = 0;   /* shared handles cannot leave this process */
-  rbuf rb = { NULL, 0, 0, 0, 0 };
+  rbuf rb = { NULL, 0, 0, 0, 0, 0, 0 };
   lua_State *L = start(&rb, &opts);
   int status = 0;
   for (;;) {

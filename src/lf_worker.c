@@ -165,6 +165,16 @@ static int protected_run(lua_State *L) {
   return 0;
 }
 
+/* The error value at 1 becomes the task's failure; runs under lua_pcall,
+** since the state may be out of memory. */
+static int protected_failure(lua_State *L) {
+  run_args *a = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  lua_pushliteral(L, "");
+  encode_failure(L, a->out, a->opts);
+  return 0;
+}
+
 int lf_worker_run(lua_State *L, lf_taskkind kind, const unsigned char *call,
                   size_t len, lf_buf *out, const lf_codec_opts *opts) {
   int top = lua_gettop(L);
@@ -172,9 +182,14 @@ int lf_worker_run(lua_State *L, lf_taskkind kind, const unsigned char *call,
   lua_pushcfunction(L, protected_run);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    /* Out of memory outside the task's own pcall, as a rule. If even the
+    ** error cannot be encoded, the outcome stays empty, which the reader
+    ** takes for "not enough memory" (lf_future_lua.c). */
     lf_buf_free(out);
-    lua_pushliteral(L, "");
-    encode_failure(L, out, opts);
+    lua_pushcfunction(L, protected_failure);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, &a);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lf_buf_free(out);
     a.failed = 1;
   }
   lua_settop(L, top);

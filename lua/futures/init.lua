@@ -57,13 +57,37 @@ local function check_timeout(t, fname, what)
   return t
 end
 
-local function check_count(v, fname, what, default)
+local function check_count(v, fname, what, default, max)
   if v == nil then return default end
-  if math.type(v) ~= "integer" or v < 1 then
-    error(("bad argument to '%s' (%s must be a positive integer, got %s)")
-      :format(fname, what, tostring(v)), 3)
+  if math.type(v) ~= "integer" or v < 1 or (max and v > max) then
+    error(("bad argument to '%s' (%s must be a positive integer%s, got %s)")
+      :format(fname, what, max and " up to " .. max or "", tostring(v)), 3)
   end
   return v
+end
+
+local FUTURE_MT = getmetatable(core.Future())
+
+-- Raises at the caller's caller when an item of `fs` is not a future.
+local function check_futures(fs, fname)
+  for i = 1, #fs do
+    if getmetatable(fs[i]) ~= FUTURE_MT then
+      error(("bad argument #1 to '%s' (item %d is not a future: %s)")
+        :format(fname, i, type(fs[i])), 3)
+    end
+  end
+end
+
+local function callable(v)
+  return type(v) == "function" or type((getmetatable(v) or {}).__call) == "function"
+end
+
+-- Raises at the caller's caller when `v` is not the executor a method needs.
+local function check_self(v, fname)
+  if type(v) ~= "userdata" or (getmetatable(v) or {}).__index ~= core.executor_methods then
+    error(("bad argument #1 to '%s' (executor expected, got %s; call it with ':')")
+      :format(fname, type(v)), 3)
+  end
 end
 
 ---------------------------------------------------------------- executors
@@ -72,8 +96,11 @@ local methods = core.executor_methods
 
 --- ex:shutdown{ wait = true, cancel_futures = false } (or ex:shutdown(wait))
 function methods:shutdown(opts)
+  check_self(self, "shutdown")
   local wait, cancel = true, false
-  if type(opts) == "table" then
+  if type(opts) ~= "table" and type(opts) ~= "boolean" and opts ~= nil then
+    error(("bad argument #1 to 'shutdown' (table or boolean expected, got %s)"):format(type(opts)), 2)
+  elseif type(opts) == "table" then
     check_options(opts, { wait = true, cancel_futures = true }, "shutdown")
     wait = opts.wait == nil or not not opts.wait
     cancel = not not opts.cancel_futures
@@ -94,7 +121,11 @@ function futures.ThreadPoolExecutor(opts)
   end
   check_options(opts, THREAD_OPTIONS, "ThreadPoolExecutor")
   local n = check_count(opts.max_workers, "ThreadPoolExecutor", "max_workers",
-    math.min(32, core.cpu_count() + 4))
+    math.min(32, core.cpu_count() + 4), 4096)
+  if opts.initializer ~= nil and not callable(opts.initializer) then
+    error(("bad argument to 'ThreadPoolExecutor' (initializer must be a function, got %s)")
+      :format(type(opts.initializer)), 2)
+  end
   if opts.name ~= nil and type(opts.name) ~= "string" then
     error("bad argument to 'ThreadPoolExecutor' (name must be a string)", 2)
   end
@@ -117,7 +148,11 @@ function futures.ProcessPoolExecutor(opts)
       :format(type(opts)), 2)
   end
   check_options(opts, PROCESS_OPTIONS, "ProcessPoolExecutor")
-  local n = check_count(opts.max_workers, "ProcessPoolExecutor", "max_workers", core.cpu_count())
+  local n = check_count(opts.max_workers, "ProcessPoolExecutor", "max_workers", core.cpu_count(), 4096)
+  if opts.initializer ~= nil and not callable(opts.initializer) then
+    error(("bad argument to 'ProcessPoolExecutor' (initializer must be a function, got %s)")
+      :format(type(opts.initializer)), 2)
+  end
   local per_child = check_count(opts.max_tasks_per_child, "ProcessPoolExecutor",
     "max_tasks_per_child", nil)
   if opts.worker ~= nil and type(opts.worker) ~= "string" then
@@ -152,6 +187,7 @@ end
 
 --- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize })
 function methods:map(fn, ...)
+  check_self(self, "map")
   local nargs = select("#", ...)
   local args = { ... }
   local opts = {}
@@ -264,6 +300,7 @@ function futures.wait(fs, timeout, return_when)
   if type(fs) ~= "table" then
     error(("bad argument #1 to 'wait' (table of futures expected, got %s)"):format(type(fs)), 2)
   end
+  check_futures(fs, "wait")
   if type(timeout) == "table" then
     check_options(timeout, { timeout = true, return_when = true }, "wait")
     timeout, return_when = timeout.timeout, timeout.return_when
@@ -283,6 +320,7 @@ function futures.as_completed(fs, timeout)
     error(("bad argument #1 to 'as_completed' (table of futures expected, got %s)")
       :format(type(fs)), 2)
   end
+  check_futures(fs, "as_completed")
   check_timeout(timeout, "as_completed")
   local waiter = core.waiter(fs)
   local deadline = timeout and core.monotonic() + timeout

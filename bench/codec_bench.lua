@@ -84,3 +84,12 @@ local s = futures.serialize(f, 1, 2.5, 3)
 local l1 = median(function() for _ = 1, 20000 do futures.serialize(f, 1, 2.5, 3) end end, 21) / 20000
 local l2 = median(function() for _ = 1, 20000 do futures.deserialize(s) end end, 21) / 20000
 report("small call: cached function + 3 numbers", "small_call", ce / 1e9, cd / 1e9, l1, l2, "< 1 us")
+
+-- Not a target, for the record: a closure with an upvalue other than _ENV is
+-- loaded (lua_load of the cached bytecode) on every decode.
+local k = 7
+local function g(a) return a + k end
+core._codec_call(g, 1)
+ce, cd = core._codec_time(21, 2000, g, 1)
+print("closure with a local upvalue  (lua_load on every decode)")
+row("C API (lf_encode/decode)", ce / 1e9, cd / 1e9)

@@ -18,6 +18,15 @@ local ints = {}
 for i = 1, 300 do ints[i] = i * (i % 2 == 0 and 1 or -1000) end
 local mixed = { 1, 2.5, "s", true, { 1 }, 3, 4, 5.5, 6.5, 2 ^ 40 | 0, math.mininteger }
 local h = core._codec_handle()
+local selfmt = {}
+setmetatable(selfmt, selfmt)
+local cfg, fmt = { scale = 2 }, string.format
+local function closures(x)
+  return fmt("%d", (tonumber(x) or 0) * cfg.scale), string.rep, add(1), closures
+end
+local sandboxed = load("return x", "=sandboxed", "t", { x = 1 })
+local deep = {}
+for _ = 1, 150 do deep = { deep } end
 
 local seeds = {
   nil_bool = { nil, true, false },
@@ -34,6 +43,18 @@ local seeds = {
   cfuncs = { string.format, print, math.floor },
   modules = { string, futures },
   globals = { _G },
+  -- packed runs of each width, float runs, holes, a run broken by a table
+  runs = { { 1, 2, 3, 4 }, { 1, 300, 2 }, { 1, 70000, 2 }, { 1, 2 ^ 40 | 0, 2 },
+    { 1.5, 2.5, 3.5 }, { 1, nil, 3, 4 }, { 1, 2, { 3 }, 4, 5 } },
+  -- varint lengths at their boundaries
+  lengths = { ("a"):rep(127), ("b"):rep(128), ("c"):rep(16383), ("d"):rep(16384) },
+  -- a table as a key, a table as its own metatable, a shared metatable
+  keys = { { [shared] = shared, [cyc] = 1 }, selfmt, setmetatable({}, mt) },
+  -- closures with every kind of upvalue: a table, a module, a C function,
+  -- another closure, a shared cell, themselves
+  closures = { closures, { inc = inc, get = get, both = function() return inc(), get() end } },
+  sandboxed = { sandboxed },
+  deep = { deep },
 }
 local function write(name, s)
   local f = assert(io.open(dir .. "/" .. name, "wb"))

@@ -21,9 +21,11 @@
 ** (out of memory) unwinds through the encoder. Decoded values belong to the
 ** decoding state; a decoded handle userdata owns a reference of its own
 ** (kind->push), so decoding never consumes the buffer. The per-state caches
-** (encoder: closure -> bytecode, C function/module -> name; decoder:
-** bytecode hash -> bytecode and loaded function) are Lua tables in the
-** registry, collected with the state.
+** (encoder: closure -> bytecode; C function/module -> name, upvalue table
+** -> false once known to be plain data, and the fingerprint of
+** package.loaded the map was built from; decoder: bytecode hash ->
+** bytecode and loaded function) are Lua tables in the registry, collected
+** with the state.
 */
 #include <limits.h>
 #include <pthread.h>
@@ -258,6 +260,8 @@ typedef struct enc {
                                  the middle of a table traversal must not
                                  sit on top of its key) */
   int failed;                 /* the error raised is complete (enc_fail) */
+  size_t runshrink;           /* bytes the open integer run may shed */
+  int loaded_checked;         /* package.loaded's fingerprint was checked */
   int rescanned;              /* names rebuilt during this encode */
   int names_cached;           /* the names map came from an earlier encode */
   uint32_t flags;
@@ -443,7 +447,11 @@ static void enc_grow(enc *e, size_t n) {
   lf_buf *b = e->b;
   if (n > SIZE_MAX / 4 - b->len) enc_fail(e, "too large");
   size_t need = b->len + n;
-  size_t limit = e->o->max_size ? e->o->max_size + RESERVE_SLACK : 0;
+  /* An open integer run is written 8 bytes a number and narrowed when it
+  ** closes: while it is open, the limit allows what narrowing may give
+  ** back, so that a value whose final encoding fits is never refused. */
+  size_t limit = e->o->max_size
+               ? e->o->max_size + RESERVE_SLACK + e->runshrink : 0;
   if (limit && need > limit) enc_oversize(e);
   size_t ncap = b->cap ? b->cap : 256;
   while (ncap < need) ncap *= 2;
@@ -529,11 +537,31 @@ static inline void enc_depth_in(enc *e) {
   if (!lua_checkstack(e->L, 10)) enc_fail(e, "Lua stack overflow");
 }
 
-/* Is the value `name` worse than `cand` as the name of one object? Shorter
-** wins, then the smaller string, so the choice does not depend on table
+/* 0 when the module part of a name (all of it for a module, what comes
+** before the last dot for a C function) is a standard library, which every
+** target state has; 1 otherwise. */
+static int name_rank(const char *name, size_t len, int cfunc) {
+  static const char *const std[] = { "_G", "string", "table", "math", "utf8",
+    "coroutine", "io", "os", "debug", "package", NULL };
+  if (cfunc) {                        /* the module part: before the last dot */
+    const char *dot = NULL;
+    for (size_t i = 0; i < len; i++) if (name[i] == '.') dot = name + i;
+    if (dot != NULL) len = (size_t)(dot - name);
+  }
+  for (int i = 0; std[i]; i++)
+    if (strlen(std[i]) == len && memcmp(std[i], name, len) == 0) return 0;
+  return 1;
+}
+
+/* Is `cand` a better name than `cur` for one object? A standard library's
+** wins (string.format must not travel as "util.fmt" because some module
+** re-exports it: the target would have to require that module), then the
+** shorter, then the smaller string, so the choice does not depend on table
 ** order. */
 static int name_better(const char *cand, size_t clen, const char *cur,
-                       size_t curlen) {
+                       size_t curlen, int cfunc) {
+  int rc = name_rank(cand, clen, cfunc), ru = name_rank(cur, curlen, cfunc);
+  if (rc != ru) return rc < ru;
   if (clen != curlen) return clen < curlen;
   return memcmp(cand, cur, clen) < 0;
 }
@@ -545,11 +573,31 @@ static void names_offer(lua_State *L, int names, const char *name, size_t len) {
   if (lua_rawget(L, names) == LUA_TSTRING) {
     size_t curlen;
     const char *cur = lua_tolstring(L, -1, &curlen);
-    if (!name_better(name, len, cur, curlen)) { lua_pop(L, 2); return; }
+    if (!name_better(name, len, cur, curlen, lua_iscfunction(L, -2))) {
+      lua_pop(L, 2);
+      return;
+    }
   }
   lua_pop(L, 1);
   lua_pushlstring(L, name, len);
   lua_rawset(L, names);
+}
+
+/* A fingerprint of package.loaded: a sum over its entries of a mix of key
+** and value, so that a module loaded, replaced or unloaded changes it.
+** [-0, +0, m] */
+static lua_Integer loaded_print(lua_State *L) {
+  uint64_t h = 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    uint64_t k = (uint64_t)(uintptr_t)lua_topointer(L, -2);
+    uint64_t v = (uint64_t)(uintptr_t)lua_topointer(L, -1);
+    h += rotl64(k * H_M1, 29) ^ (v * H_M2);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return (lua_Integer)h;
 }
 
 /* Builds the reverse map of package.loaded: every module table -> its name
@@ -596,6 +644,8 @@ static void names_build(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  lua_pushinteger(L, loaded_print(L));    /* under a key no value can be */
+  lua_rawsetp(L, names, &NAMES_KEY);
   lua_pushvalue(L, names);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &NAMES_KEY);
 }
@@ -625,6 +675,40 @@ static int enc_name(enc *e, int idx, int rescan) {
   return enc_name(e, idx, 0);
 }
 
+/* enc_name for a table held by an upvalue, where modules usually are
+** (`local json = require "json"`). A table is not looked for again in a
+** rebuilt map (most are plain data, and a rebuild walks every module), so a
+** module loaded after the map was built would be copied. Here, the first
+** time a table is not found, a walk of package.loaded alone (its
+** fingerprint) tells whether a module was loaded since, and rebuilds the
+** map if so; a table still not found is marked as plain data in the map
+** (false), so the next transfers of the same closure pay one lookup.
+** [-0, +(0|1), m] */
+static int enc_upvalue_name(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (enc_name(e, idx, 0)) return 1;
+  lua_pushvalue(L, idx);
+  int known = lua_rawget(L, e->names) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (known) return 0;
+  if (!e->rescanned && !e->loaded_checked) {
+    e->loaded_checked = 1;
+    lua_rawgetp(L, e->names, &NAMES_KEY);
+    lua_Integer was = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (loaded_print(L) != was) {
+      names_build(L);
+      lua_replace(L, e->names);
+      e->rescanned = 1;
+      if (enc_name(e, idx, 0)) return 1;
+    }
+  }
+  lua_pushvalue(L, idx);
+  lua_pushboolean(L, 0);
+  lua_rawset(L, e->names);
+  return 0;
+}
+
 /* Writes tag + the name at the top of the stack and pops it. [-1, +0, v] */
 static void put_name(enc *e, int tag) {
   size_t len;
@@ -649,6 +733,7 @@ typedef struct run {
 ** scalar. */
 static void run_close(enc *e, run *r) {
   if (r->pos == 0) return;
+  e->runshrink = 0;
   size_t pos = r->pos;
   unsigned char *base = e->b->data + pos;
   uint32_t count = r->count;
@@ -714,6 +799,7 @@ static inline void enc_item(enc *e, run *r, int idx, int type, lua_Integer i) {
       if (v < r->lo) r->lo = v;
       if (v > r->hi) r->hi = v;
       bits = (uint64_t)v;
+      e->runshrink += 7;
     } else {
       double d = (double)lua_tonumber(L, idx);
       if (!r->pos) {
@@ -735,19 +821,6 @@ static inline void enc_item(enc *e, run *r, int idx, int type, lua_Integer i) {
   path_pop(e);
 }
 
-/* Under lua_pcall, with (t, k): lua_next(t, k) -> true, key, value; or
-** false at the end. Raises when k is no key of t. */
-static int next_probe(lua_State *L) {
-  if (lua_next(L, 1)) {
-    lua_pushboolean(L, 1);
-    lua_insert(L, -3);
-    return 3;
-  }
-  lua_pushboolean(L, 0);
-  return 1;
-}
-
-#define PROBE_MIN 64    /* arrays shorter than this skip the probe */
 #define ITEM_BATCH 32   /* array items on the stack before one pop */
 
 /* Encodes the table at idx. Layout: tag, u32 narr, u32 nhash, narr array
@@ -756,15 +829,21 @@ static int next_probe(lua_State *L) {
 **
 ** The array items are read with lua_rawgeti up to the border n (3 API
 ** calls per item, against 8 for a lua_next pass that checks each key).
-** The other pairs then come from lua_next, which must not revisit 1..n.
-** When key n + 1 lies inside the table's array part, lua_next(t, n + 1)
-** resumes right after it (Lua 5.4 accepts any index of the array part as
-** a traversal key, present or not), and every key of 1..n is behind it,
-** since they too live in the array part. Otherwise lua_next raises, and a
-** full traversal skips the keys 1..n instead: slower, equally correct. */
+** The other pairs then come from a full lua_next traversal that skips the
+** keys 1..n. It cannot start at n + 1 instead: lua_next(t, n + 1) is
+** accepted both when n + 1 is a slot of the array part (then it would
+** resume right after 1..n) and when the hash part still holds a node for
+** key n + 1 whose value was set to nil (a stack popped: t[#t] = nil), and
+** then it resumes after that node, silently skipping the pairs stored in
+** the nodes before it. The C API cannot tell the two apart. */
 static void enc_table(enc *e, int idx) {
   lua_State *L = e->L;
-  if (lua_rawequal(L, idx, e->globals)) { put_byte(e, T_GLOBALS); return; }
+  if (lua_rawequal(L, idx, e->globals)) {
+    /* package.loaded._G: it goes by name, as a module does */
+    put_byte(e, T_GLOBALS);
+    e->flags |= FLAG_FUNCTIONS;
+    return;
+  }
   const void *obj = lua_topointer(L, idx);
   idmap_slot *slot = enc_seen(e, obj);
   if (slot == NULL) return;
@@ -796,29 +875,10 @@ static void enc_table(enc *e, int idx) {
   run_close(e, &r);
 
   uint32_t nhash = 0;
-  int full = 1;       /* traverse everything, skipping the keys 1..n */
-  int have = 0;       /* the first pair is already on the stack */
-  int done = 0;
-  if (n >= PROBE_MIN) {
-    lua_pushcfunction(L, next_probe);
-    lua_pushvalue(L, idx);
-    lua_pushinteger(L, n + 1);
-    if (lua_pcall(L, 2, 3, 0) == LUA_OK) {
-      full = 0;
-      have = lua_toboolean(L, base + 1);
-      done = !have;
-      lua_remove(L, base + 1);               /* key, value (or nil, nil) */
-      if (done) lua_settop(L, base);
-    } else {
-      lua_settop(L, base);                   /* n + 1 is past the array */
-    }
-  }
-  if (full) lua_pushnil(L);
   int k = base + 1, v = base + 2;
-  while (!done) {
-    if (have) have = 0;
-    else if (!lua_next(L, idx)) break;
-    if (full && n > 0 && lua_isinteger(L, k)) {
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (n > 0 && lua_isinteger(L, k)) {
       lua_Integer key = lua_tointeger(L, k);
       if (key >= 1 && key <= n) { lua_settop(L, k); continue; }
     }
@@ -941,7 +1001,10 @@ static void enc_lfunc(enc *e, int idx) {
       } else {
         idmap_put(L, &e->ids, s, cell, (self << 8) | (size_t)n);
         path_push(e, P_UPVAL, idx, n);
-        enc_value(e, top);
+        if (lua_type(L, top) == LUA_TTABLE && enc_upvalue_name(e, top))
+          put_name(e, T_MODULE);
+        else
+          enc_value(e, top);
         path_pop(e);
       }
     }
@@ -1102,6 +1165,8 @@ static int encode_once(lua_State *L, int first, int n, const char *what,
   e.globals = e.fcache = e.names = 0;
   e.rescanned = e.names_cached = 0;
   e.failed = 0;
+  e.runshrink = 0;
+  e.loaded_checked = 0;
   e.flags = 0;
   e.npath = 0;
   idmap_init(&e.ids);
@@ -1172,6 +1237,7 @@ typedef struct dec {
   int refs;                     /* stack index of offset -> object, or 0 */
   int globals;
   int rcache;                   /* stack index, 0 until needed */
+  size_t budget;                /* table slots still to preallocate */
 } dec;
 
 static void dec_value(dec *d);
@@ -1411,9 +1477,17 @@ static void dec_table(dec *d, size_t self, int keep, int hasmt) {
   uint32_t narr = rd32(d->p), nhash = rd32(d->p + 4);
   d->p += 8;
   if (narr > left(d) || nhash > left(d) / 2) dec_fail(d, "table size past the end of the input");
-  /* the sizes are hints, bounded by the input: no allocation past it */
-  lua_createtable(L, narr < (1u << 26) ? (int)narr : 1 << 26,
-                  nhash < (1u << 24) ? (int)nhash : 1 << 24);
+  /* The sizes are hints. Each is bounded by what is left of the input, but
+  ** nested tables could each claim all of it (a 100 KB input made 570 MB
+  ** of empty tables), so the hints of one decode share a budget of one
+  ** slot per payload byte. A table larger than its hint grows as its items
+  ** arrive, and each item costs input. */
+  size_t na = narr < d->budget ? narr : d->budget;
+  d->budget -= na;
+  size_t nh = nhash < d->budget ? nhash : d->budget;
+  d->budget -= nh;
+  lua_createtable(L, na < (1u << 26) ? (int)na : 1 << 26,
+                  nh < (1u << 24) ? (int)nh : 1 << 24);
   int t = lua_gettop(L);
   if (keep) dec_keep(d, self);
   lua_Integer i = 1;
@@ -1520,7 +1594,11 @@ static void dec_value(dec *d) {
       dec_table(d, self, keep, tag == T_TABLE_MT);
       return;
     case T_REF: dec_ref(d); return;
-    case T_GLOBALS: lua_pushvalue(L, d->globals); return;
+    case T_GLOBALS:
+      /* the target's own global table, full of functions: a module */
+      if (!d->o->functions) dec_fail(d, "functions refused (global table)");
+      lua_pushvalue(L, d->globals);
+      return;
     case T_MODULE: case T_CFUNC: {
       if (!d->o->functions)
         dec_fail(d, tag == T_CFUNC ? "functions refused (C function)"
@@ -1613,6 +1691,7 @@ int lf_decode(lua_State *L, const unsigned char *data, size_t len,
               : opts->max_depth > LF_CODEC_MAX_DEPTH ? LF_CODEC_MAX_DEPTH : opts->max_depth;
   d.depth = 0;
   d.refs = d.rcache = 0;
+  d.budget = len - HDR_SIZE;
   lua_pushcfunction(L, dec_main);
   lua_pushlightuserdata(L, &d);
   if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) return -1;

@@ -25,12 +25,14 @@
 ** socket, shutdown) write to its eventfd, once per poll (`woken`).
 **
 ** Ownership: the queue holds one reference to each queued future; a worker
-** slot takes it over with the task, together with the encoded call (moved
-** out of the future once it is RUNNING), and drops it when the future
-** completes. The reader does not reference the pool: the owner joins it
-** (and it returns only once every worker process is reaped) before the
-** pool is destroyed. Workers are reaped by pid only, so the host's other
-** children are left alone.
+** slot takes it over with the task and drops it when the future completes.
+** The encoded call stays in the future (which frees it on completion) while
+** the slot's iovecs point into it. A task whose worker died before it could
+** run it goes back, with its reference, to the pool's list of tasks to send
+** again. The reader does not reference the pool: the owner joins it (and it
+** returns only once every worker process is reaped) before the pool is
+** destroyed. Workers are reaped by pid only, so the host's other children
+** are left alone.
 */
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -66,6 +68,7 @@ extern int lf_process_worker_main(int argc, char **argv)
 #define STAGE_SIZE ((size_t)64 << 10)   /* a worker's small-frame buffer */
 #define SOCKET_BUFFER (1 << 20)         /* SO_SNDBUF asked for, both ends */
 #define REAP_GRACE 2.0                  /* seconds from EOF to SIGKILL */
+#define STARTUP_TRIES 3                 /* deaths before READY that break */
 
 enum { W_FREE, W_SPAWNING, W_IDLE, W_BUSY, W_CLOSING };
 enum { R_NONE, R_RUNNING, R_EXITED, R_JOINED };
@@ -85,7 +88,6 @@ typedef struct lf_proc {
   struct iovec iov[4];       /* output not written yet: iov[first..n) */
   int iov_first, iov_n;
   unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
-  lf_buf sending;            /* the task's call while it is being written */
   const char *why;           /* why the host killed it, or NULL */
   int dead_socket;           /* a write failed: it is to be killed */
   /* The reader's alone: */
@@ -111,6 +113,7 @@ typedef struct lf_ppool {
   int nidle;                 /* slots IDLE */
   int shutdown;
   int spawn_blocked;         /* a start failed: retry once a worker exits */
+  int startup_failures;      /* workers in a row that died before READY */
   int reader;                /* R_* */
   int woken;                 /* a wake-up is in efd, not yet read */
   int efd;                   /* eventfd that wakes the reader; the reader
@@ -184,6 +187,19 @@ static void fail_future(lf_ppool *p, lf_future *f, const char *msg) {
   lf_buf_free(&err);
 }
 
+/* Fail the tasks to send again (RUNNING) of a broken pool. Reader only,
+** with pool->mu held. */
+static void fail_retries_locked(lf_ppool *p) {
+  lf_future *q = p->rhead;
+  p->rhead = p->rtail = NULL;
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    fail_future(p, q, p->base.broken ? p->base.broken : "the pool is broken");
+    lf_future_release(q);
+    q = next;
+  }
+}
+
 /* Mark the pool broken (once) and fail what is queued. Reader only, with
 ** pool->mu held. */
 static void break_locked(lf_ppool *p, const char *why) {
@@ -198,14 +214,7 @@ static void break_locked(lf_ppool *p, const char *why) {
     lf_future_release(q);
     q = next;
   }
-  q = p->rhead;   /* already RUNNING */
-  p->rhead = p->rtail = NULL;
-  while (q != NULL) {
-    lf_future *next = q->next_queued;
-    fail_future(p, q, msg);
-    lf_future_release(q);
-    q = next;
-  }
+  fail_retries_locked(p);
 }
 
 /* Is there work for a worker (queued, or to send again)? */
@@ -223,25 +232,26 @@ static void wake_locked(lf_ppool *p) {
   (void)n;   /* EAGAIN: the counter is already non-zero, the reader wakes */
 }
 
+/* The task of w never ran (its worker died before it had the whole frame,
+** or before it was ready): it goes back to the pool, to be sent first to
+** another worker. It stays RUNNING: cancel() already failed for it. */
+static void take_back_task_locked(lf_ppool *p, lf_proc *w) {
+  lf_future *f = w->task;
+  w->iov_first = w->iov_n = 0;
+  if (f == NULL) return;
+  w->task = NULL;
+  f->next_queued = NULL;   /* its call is still in f->call */
+  if (p->rtail) p->rtail->next_queued = f; else p->rhead = f;
+  p->rtail = f;
+}
+
 /* The socket of w is dead (EPIPE, ECONNRESET): its process has exited or
 ** closed it. The task frame, always the last thing written, did not get
-** through whole, so the worker never ran it: it goes back to the pool (as
-** RUNNING, since cancel() already fails for it) to be sent first to
-** another worker. w takes no more work; the reader, which sees its
-** end-of-file, makes sure it exits (only the reaper may signal a pid). */
+** through whole, so the worker never ran it. w takes no more work; the
+** reader, which sees its end-of-file, makes sure it exits (only the reaper
+** may signal a pid). */
 static void socket_dead_locked(lf_ppool *p, lf_proc *w) {
-  w->iov_first = w->iov_n = 0;
-  lf_future *f = w->task;
-  if (f != NULL) {
-    w->task = NULL;
-    f->call = w->sending;   /* the bytes are intact: only iov moved */
-    memset(&w->sending, 0, sizeof w->sending);
-    f->next_queued = NULL;
-    if (p->rtail) p->rtail->next_queued = f; else p->rhead = f;
-    p->rtail = f;
-  } else {
-    lf_buf_free(&w->sending);
-  }
+  take_back_task_locked(p, w);
   if (w->state == W_IDLE) p->nidle--;
   w->state = W_CLOSING;
   w->dead_socket = 1;
@@ -273,7 +283,6 @@ static int flush_locked(lf_ppool *p, lf_proc *w) {
     }
   }
   w->iov_first = w->iov_n = 0;
-  lf_buf_free(&w->sending);
   return 0;
 }
 
@@ -289,17 +298,18 @@ static void push_iov(lf_proc *w, void *base, size_t len) {
   w->iov_n++;
 }
 
-/* Send f (RUNNING) to the idle worker w. */
+/* Send f (RUNNING) to the idle worker w. The iovecs point into f->call,
+** which stays there until f completes: f completes only once the whole
+** frame is written (a result that comes earlier is a protocol error), or
+** goes back to the pool when its worker dies, to be written again. */
 static void send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
   w->task = f;   /* the queue's reference moves here */
   w->state = W_BUSY;
   p->nidle--;
-  w->sending = f->call;   /* RUNNING: nobody else touches the call now */
-  memset(&f->call, 0, sizeof f->call);
   lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
-                w->sending.len);
+                f->call.len);
   push_iov(w, w->htask, LF_PROC_HDR);
-  if (w->sending.len > 0) push_iov(w, w->sending.data, w->sending.len);
+  if (f->call.len > 0) push_iov(w, f->call.data, f->call.len);
   if (flush_locked(p, w) == 1) wake_locked(p);
 }
 
@@ -569,6 +579,7 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
     case LF_FRAME_READY:
       if (w->ready) kill_worker(w, "it sent READY twice");
       w->ready = 1;
+      p->startup_failures = 0;
       break;
     case LF_FRAME_INIT_FAILED: {
       /* Its text, bounded: "initializer failed: ..." or a version clash. */
@@ -727,11 +738,14 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
              (int)w->pid, w->why);
   else
     snprintf(msg, sizeof msg, "worker process %d died: %s", (int)w->pid, how);
-  /* A task whose frame it never had whole did not run: it goes again. */
-  if (w->task != NULL && w->iov_first < w->iov_n) socket_dead_locked(p, w);
-  if (!w->ready && p->base.broken == NULL) {
-    /* Died before it could run anything: starting another would only
-    ** die the same way. */
+  /* A task that it never had whole, or had before it was ready, did not
+  ** run: it goes again. */
+  if (w->task != NULL && (w->iov_first < w->iov_n || !w->ready))
+    take_back_task_locked(p, w);
+  if (!w->ready && p->base.broken == NULL &&
+      ++p->startup_failures >= STARTUP_TRIES) {
+    /* Workers die before they can run anything: starting more would only
+    ** see them die the same way. (One such death may be a stray kill.) */
     char why[300];
     snprintf(why, sizeof why, "worker process %d died during start-up: %s",
              (int)w->pid, how);
@@ -746,7 +760,6 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   if (w->state == W_IDLE) p->nidle--;
   close(w->fd);
   if (w->pidfd >= 0) close(w->pidfd);
-  lf_buf_free(&w->sending);
   lf_buf_free(&w->big);
   free(w->stage);
   memset(w, 0, sizeof *w);
@@ -782,6 +795,8 @@ static void *reader_main(void *arg) {
   pthread_setname_np(pthread_self(), "lf-procpool");
   lf_lock(&p->mu);
   for (;;) {
+    /* Tasks taken back from a worker after the pool broke go nowhere. */
+    if (p->base.broken != NULL) fail_retries_locked(p);
     dispatch_locked(p);
     wind_down_locked(p);
     if (p->shutdown && !has_work_locked(p) && p->nprocs == 0) break;

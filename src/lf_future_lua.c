@@ -142,7 +142,10 @@ static void push_outcome(lua_State *L, int idx, lf_future *f, double timeout) {
   if (failed && f->result.len == 0) luaL_error(L, "not enough memory");  /* to encode the error */
   /* FINISHED: the result buffer no longer changes. */
   int top = lua_gettop(L);
-  int n = lf_decode(L, f->result.data, f->result.len, &lf_codec_defaults);
+  /* A result that a worker process wrote may not carry pointers. */
+  lf_codec_opts opts = lf_codec_defaults;
+  opts.in_process = !f->remote;
+  int n = lf_decode(L, f->result.data, f->result.len, &opts);
   if (n < 0) lua_error(L);
   lua_createtable(L, n, 1);
   lua_insert(L, top + 1);

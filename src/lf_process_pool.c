@@ -9,13 +9,16 @@
 ** started by the first submit, spawns the workers, waits in poll on every
 ** worker's socket and pidfd, reads results, completes futures, sends queued
 ** tasks to workers that became idle, and reaps workers that exit. join runs
-** on the owner's thread. pool->mu guards the queue, the counters and, in
-** each worker slot, the state, the running task and the pending output. A
-** slot's input buffers belong to the reader alone, and only the reader
-** opens and closes a slot's descriptors, so a socket that another thread
-** writes to under pool->mu is never closed under it. Lock order: pool->mu,
-** then a future's mutex (tasks are started, completed and failed under
-** pool->mu); nobody takes pool->mu while holding a future's.
+** on the owner's thread. pool->mu guards the queue and the list of tasks to
+** send again, the counters and, in each worker slot, the state, the running
+** task and the pending output. A slot's input buffers belong to the reader
+** alone, and only the reader opens and closes a slot's descriptors and
+** signals or reaps its process, so a socket that another thread writes to
+** under pool->mu is never closed under it, and no pid is signalled after it
+** was reaped. The worker processes' spin and watchdog are described in
+** lf_process_worker.c. Lock order: pool->mu, then a future's mutex (tasks
+** are started, completed and failed under pool->mu); nobody takes pool->mu
+** while holding a future's.
 **
 ** Wake-ups: a submit that finds an idle worker writes the task to its
 ** socket at once (one sendmsg, no thread hand-off); one that finds every

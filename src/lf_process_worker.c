@@ -12,7 +12,9 @@
 ** process at once, because the main thread is busy in Lua and would notice
 ** only at its next read, maybe hours later. `busy` and `host_gone` are the
 ** two flags they share (sequentially consistent atomics: whichever of the
-** two threads acts second sees the other's flag).
+** two threads acts second sees the other's flag). Between tasks the main
+** thread may watch the socket for a few microseconds before it blocks
+** (spin_for_input), only while tasks have been arriving that fast.
 **
 ** Ownership: the read buffer, the state and each task's encoded outcome
 ** belong to the main thread; the outcome is freed once it is written.

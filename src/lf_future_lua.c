@@ -229,7 +229,11 @@ static int future_state(lua_State *L) {
 
 static int future_add_done_callback(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isfunction(L, 2)) {   /* a callable table is fine too */
+    if (luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
+      return luaL_typeerror(L, 2, "function");
+    lua_pop(L, 1);
+  }
   lf_ctx *ctx = lf_getctx(L);
   lf_push_pending_callbacks(L);                     /* 3 */
   if (lua_rawgetp(L, 3, f) == LUA_TTABLE) {         /* 4 */

@@ -77,12 +77,17 @@ static void cancel_futures(lf_future *q) {
   }
 }
 
+/* The reason of a pool broken while memory was too short to copy the real
+** one: a pool must be marked broken whatever happens. Never freed. */
+static char broken_no_memory[] = "a worker failed to start (not enough memory)";
+
 /* Mark the pool broken (once) and fail what is queued. */
 static void break_pool(lf_pool *p, const char *why) {
   lf_lock(&p->mu);
   lf_future *q = NULL;
   if (p->base.broken == NULL) {
     p->base.broken = strdup(why ? why : "initializer failed");
+    if (p->base.broken == NULL) p->base.broken = broken_no_memory;
     q = take_queue_locked(p);
   }
   lf_broadcast(&p->work_cv);
@@ -288,7 +293,7 @@ static void pool_destroy(lf_executor *ex) {
   free(p->threads);
   free(p->path);
   free(p->cpath);
-  free(p->base.broken);
+  if (p->base.broken != broken_no_memory) free(p->base.broken);
   LF_CHECK(pthread_mutex_destroy(&p->mu));
   LF_CHECK(pthread_cond_destroy(&p->work_cv));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));

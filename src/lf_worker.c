@@ -204,6 +204,7 @@ static int protected_init(lua_State *L) {
   if (n < 1) return luaL_error(L, "malformed initializer");
   if (call_task(L, n - 1) != LUA_OK) {
     lua_pop(L, 1);   /* keep the error value; the traceback goes */
+    if (!lua_isstring(L, -1)) luaL_tolstring(L, -1, NULL);  /* protected here */
     return lua_error(L);
   }
   lua_settop(L, base);
@@ -216,10 +217,11 @@ int lf_worker_init(lua_State *L, const unsigned char *call, size_t len,
   lua_pushcfunction(L, protected_init);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
+  /* protected_init made the error a string; only a failing __tostring or a
+  ** memory error leaves anything else. */
   if (!lua_isstring(L, -1)) {
-    const char *s = luaL_tolstring(L, -1, NULL);
-    (void)s;
-    lua_remove(L, -2);
+    lua_pop(L, 1);
+    lua_pushliteral(L, "initializer raised an error that cannot be shown");
   }
   return -1;
 }

@@ -211,6 +211,9 @@ function methods:map(fn, ...)
   local sources = {}
   for k = 1, m do sources[k] = iterate(args[k], k + 1) end
   local exhausted = false
+  -- The common case, one table: fill reads it directly.
+  local single = m == 1 and type(args[1]) == "table" and args[1] or nil
+  local next_index = 1
 
   -- Read up to `count` items and submit them in chunks. Returns how many.
   local submitted = {}   -- queue of { future, count } (chunks), head first
@@ -221,6 +224,17 @@ function methods:map(fn, ...)
     while not exhausted and added < count do
       local chunk, k = {}, 0
       local want = math.min(chunksize, count - added)
+      if single then   -- one sequence: read it in place, no call per item
+        local v = single[next_index]
+        while v ~= nil and k < want do
+          k = k + 1
+          chunk[k] = v
+          next_index = next_index + 1
+          v = single[next_index]
+        end
+        if v == nil then exhausted = true end
+        want = k
+      end
       while k < want do
         local base = k * m
         for s = 1, m do
@@ -276,6 +290,7 @@ function methods:map(fn, ...)
     local first = pos + 2
     pos = first + n
     if not ok then error(outcome[first], 0) end
+    if n == 1 then return index, outcome[first] end
     return index, table.unpack(outcome, first, first + n - 1)
   end
   local closer = setmetatable({}, { __close = function()

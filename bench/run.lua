@@ -245,7 +245,7 @@ local RUNS = {
   { name = "primes", script = "primes", args = { workers = CPUS },
     quick = { python = false } },
   { name = "cpu_curve", script = "cpu_curve",
-    args = { n = 500000, tasks = 16, workers = curve_arg() },
+    args = { n = 500000, tasks = 16, workers = curve_arg(), inner = 3 },
     quick = { args = { n = 300000 }, python = false } },
   { name = "overhead-thread", script = "overhead",
     args = { pool = TH, rt = 10000, submit = 100000, map1 = 20000, map100 = 50000,
@@ -437,9 +437,11 @@ local function summarize(samples)
   table.sort(extra)
   for _, id in ipairs(extra) do list[#list + 1] = { id = id, label = id, unit = "x", better = "lower" } end
   for _, m in ipairs(list) do
-    if not seen[m.id] and samples[m.id] then
+    -- A figure nobody produced (a skipped pool) still gets its row, n/a,
+    -- unless --only narrowed the run.
+    if not seen[m.id] and (samples[m.id] or (BY_ID[m.id] and not opts.only)) then
       seen[m.id] = true
-      local s = samples[m.id]
+      local s = samples[m.id] or {}
       local ours, py = stats(s.ours), stats(s.python)
       local ratio
       if ours and py and ours.median > 0 and py.median > 0 then
@@ -576,6 +578,7 @@ local report = {
   machine = machine,
   versions = {
     lua_futures = futures._VERSION, lua = _VERSION, git = git,
+    lua_release = capture("pkg-config --modversion lua5.4"),   -- the liblua built against
     python = python and python.version, python_start_method = python and python.start_method,
   },
   workloads = records,
@@ -587,8 +590,10 @@ write_file(opts.out, json.encode(report) .. "\n")
 local header = {
   ("lua-futures %s bench, %s: median of %d repetitions (± half their range)"):format(
     report.mode, report.date, opts.reps),
-  ("machine: %d × %s, %s; %s; Python %s"):format(CPUS, machine.model, machine.kernel,
-    futures._VERSION or _VERSION, python and (python.version .. " (" .. python.start_method .. ")") or "n/a"),
+  ("machine: %d × %s, %s; %s on %s; Python %s"):format(CPUS, machine.model, machine.kernel,
+    futures._VERSION or "lua-futures",
+    report.versions.lua_release and ("Lua " .. report.versions.lua_release) or _VERSION,
+    python and (python.version .. " (" .. python.start_method .. ")") or "n/a"),
 }
 -- Other work on the machine shows as spread; say so next to the figures.
 -- (Only the load before counts: the one after includes the bench itself.)

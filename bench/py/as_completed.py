@@ -11,6 +11,7 @@ def main():
     workers = p.get("workers", B.cpu_count())
     with B.pool(kind, workers) as ex:
         B.start_workers(ex, workers, 0.02)
+        B.full_gc()
         start = B.now()
         fs = [ex.submit(B.ident, i) for i in range(1, n + 1)]
         count = total = 0
@@ -20,6 +21,7 @@ def main():
         B.emit(kind + ".asc_total_ms", (B.now() - start) * 1e3)
         assert count == n and total == n * (n + 1) // 2
 
+        B.full_gc()
         start = B.now()
         count = 0
         for _ in as_completed(fs):

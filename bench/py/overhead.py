@@ -22,6 +22,7 @@ def main():
     for i in range(200):
         ex.submit(ident, i).result()
     n = p.get("rt", 10000)
+    B.full_gc()
     start = B.now()
     for i in range(n):
         if ex.submit(ident, i).result() != i:
@@ -33,6 +34,7 @@ def main():
     B.wait_running(blocker)
     n = p.get("submit", 100000)
     submit = ex.submit
+    B.full_gc()
     start = B.now()
     for i in range(n):
         submit(ident, i)
@@ -50,6 +52,7 @@ def main():
 
     def run_map(count, chunksize):
         items = list(range(1, count + 1))
+        B.full_gc()
         t0 = B.now()
         seen = 0
         for i, v in enumerate(ex.map(ident, items, chunksize=chunksize), 1):

@@ -11,6 +11,7 @@ def main():
     with B.pool(kind, 1) as ex:
         def round_trips(v, check):
             check(ex.submit(B.ident, v).result())
+            B.full_gc()
             start = B.now()
             for _ in range(k):
                 check(ex.submit(B.ident, v).result())

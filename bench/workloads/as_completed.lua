@@ -15,6 +15,7 @@ local workers = p.workers or futures.cpu_count()
 local ex = B.pool_or_skip(kind, workers)
 B.start_workers(ex, workers, 0.02)
 
+B.full_gc()
 local start = B.now()
 local fs = {}
 for i = 1, n do fs[i] = ex:submit(B.ident, i) end
@@ -26,6 +27,7 @@ end
 B.emit(kind .. ".asc_total_ms", (B.now() - start) * 1e3)
 assert(count == n and sum == n * (n + 1) // 2)
 
+B.full_gc()
 start = B.now()
 count = 0
 for _ in futures.as_completed(fs) do count = count + 1 end

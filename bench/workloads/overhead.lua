@@ -5,6 +5,9 @@
 --   map1_us    map over `map1` items, chunksize 1, µs per item
 --   map100_us  map over `map100` items, chunksize 100, µs per item
 -- The maps run on a pool of `workers` workers (cpu_count by default).
+-- Each timed phase starts after a full collection, so that it does not pay
+-- for the garbage of the phases before it (finished futures cost a few
+-- tenths of a microsecond each to collect); the Python twin does the same.
 -- params: pool, rt, submit, map1, map100, workers
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
 local p = B.params()
@@ -23,6 +26,7 @@ B.emit(id("spawn_ms"), (B.now() - start) * 1e3)
 -- Round trip on the idle pool.
 for i = 1, 200 do ex:submit(ident, i):result() end
 local n = p.rt or 10000
+B.full_gc()
 start = B.now()
 for i = 1, n do
   if ex:submit(ident, i):result() ~= i then error("wrong result") end
@@ -35,6 +39,7 @@ local blocker = ex:submit(B.gated, gate)
 B.wait_running(blocker)
 n = p.submit or 100000
 local submit = ex.submit
+B.full_gc()
 start = B.now()
 for i = 1, n do submit(ex, ident, i) end
 local elapsed = B.now() - start
@@ -52,6 +57,7 @@ B.start_workers(ex, workers, 0.02)
 local function map(count, chunksize)
   local items = {}
   for i = 1, count do items[i] = i end
+  B.full_gc()
   local t0 = B.now()
   local seen = 0
   for i, v in ex:map(ident, items, { chunksize = chunksize }) do

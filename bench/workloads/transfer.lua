@@ -12,6 +12,7 @@ local ex = B.pool_or_skip(kind, 1)
 
 local function round_trips(v, check)
   check(ex:submit(B.ident, v):result())
+  B.full_gc()
   local start = B.now()
   for _ = 1, k do check(ex:submit(B.ident, v):result()) end
   return (B.now() - start) / k * 1e3

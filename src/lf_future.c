@@ -126,6 +126,15 @@ int lf_future_cancel(lf_future *f) {
   return ok;
 }
 
+void lf_future_cancel_queue(lf_future *q) {
+  while (q != NULL) {
+    lf_future *next = q->next_queued;
+    lf_future_cancel(q);
+    lf_future_release(q);
+    q = next;
+  }
+}
+
 int lf_future_set_running(lf_future *f) {
   int rc;
   lf_lock(&f->mu);

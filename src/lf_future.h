@@ -106,6 +106,11 @@ int lf_future_spin(lf_future *f, double seconds);
 ** RUNNING or FINISHED return 0. */
 int lf_future_cancel(lf_future *f);
 
+/* Cancel every future of a queue (linked by next_queued) and drop the
+** queue's reference to each: what an executor's shutdown{ cancel_futures }
+** does with the tasks it took off its queue. */
+void lf_future_cancel_queue(lf_future *q);
+
 /* PENDING -> RUNNING and returns 1; CANCELLED returns 0; any other state
 ** returns -1 (a misuse the caller reports). */
 int lf_future_set_running(lf_future *f);

@@ -139,14 +139,6 @@ typedef struct lf_ppool {
 
 /* ---- futures ---- */
 
-static void cancel_futures(lf_future *q) {
-  while (q != NULL) {
-    lf_future *next = q->next_queued;
-    lf_future_cancel(q);
-    lf_future_release(q);
-    q = next;
-  }
-}
 
 static lf_future *take_queue_locked(lf_ppool *p) {
   lf_future *q = p->head;
@@ -401,7 +393,7 @@ static void pp_shutdown(lf_executor *ex, int cancel) {
   if (cancel) q = take_queue_locked(p);
   wake_locked(p);
   lf_unlock(&p->mu);
-  cancel_futures(q);
+  lf_future_cancel_queue(q);
 }
 
 static int pp_join(lf_executor *ex, double until) {
@@ -433,7 +425,7 @@ static void pp_describe(lf_executor *ex, char *buf, size_t size) {
 
 static void pp_destroy(lf_executor *ex) {
   lf_ppool *p = (lf_ppool *)ex;
-  cancel_futures(take_queue_locked(p));
+  lf_future_cancel_queue(take_queue_locked(p));
   free(p->procs);   /* every slot is FREE: the reader reaped them all */
   free(p->pfds);
   free(p->pfd_proc);

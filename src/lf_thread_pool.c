@@ -68,14 +68,6 @@ static lf_future *take_queue_locked(lf_pool *p) {
 static void fail_futures(lf_future *q, const char *type, const char *msg,
                          const lf_codec_opts *opts);
 
-static void cancel_futures(lf_future *q) {
-  while (q != NULL) {
-    lf_future *next = q->next_queued;
-    lf_future_cancel(q);
-    lf_future_release(q);
-    q = next;
-  }
-}
 
 /* The reason of a pool broken while memory was too short to copy the real
 ** one: a pool must be marked broken whatever happens. Never freed. */
@@ -256,7 +248,7 @@ static void pool_shutdown(lf_executor *ex, int cancel) {
   if (cancel) q = take_queue_locked(p);
   lf_broadcast(&p->work_cv);
   lf_unlock(&p->mu);
-  cancel_futures(q);
+  lf_future_cancel_queue(q);
 }
 
 static int pool_join(lf_executor *ex, double until) {
@@ -288,7 +280,7 @@ static void pool_describe(lf_executor *ex, char *buf, size_t size) {
 
 static void pool_destroy(lf_executor *ex) {
   lf_pool *p = (lf_pool *)ex;
-  cancel_futures(take_queue_locked(p));
+  lf_future_cancel_queue(take_queue_locked(p));
   lf_buf_free(&p->init);
   free(p->threads);
   free(p->path);

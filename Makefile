@@ -176,9 +176,9 @@ SAN_MODULE_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spe
   spec/wait_spec.lua spec/bad_input_spec.lua
 SAN_SPECS := $(SAN_MODULE_SPECS) spec/stress_spec.lua spec/process_pool_spec.lua \
   spec/progress_spec.lua
-# Skipped under sanitizers: the specs that measure a parallel speed-up,
+# Skipped under sanitizers: the specs that time two CPU-bound tasks side by side,
 # which instrumentation (and a busy CI machine) changes; `make test` runs them.
-SAN_SKIP := --filter-out=several.cores.at.once
+SAN_SKIP := --filter-out=CPU.bound.Lua.tasks.at.the.same.time
 LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 # Fails when a sanitizer wrote a report (one file per process).
 san_check = @if [ -n "$$(ls -A $(call SAN_REPORTS,$(1)) 2>/dev/null)" ]; then \

@@ -49,31 +49,26 @@ describe("ThreadPoolExecutor", function()
     assert.is_true(futures.monotonic() - t0 < 0.55)
   end)
 
-  it("runs CPU-bound Lua on several cores at once", function()
+  -- CPU-bound tasks really run at the same time (no global lock). How much
+  -- faster that is belongs to `make bench` (16 CPU tasks on 2 workers): a
+  -- spec asserts only the gross behaviour, which a busy machine cannot break.
+  it("runs two CPU-bound Lua tasks at the same time", function()
     if futures.cpu_count() < 2 then return end
-    local function spin(n) local x = 0 for i = 1, n do x = x + i % 7 end return x end
-    -- N such that one spin takes about 0.1 s here: long enough that a
-    -- scheduling hiccup is small against it.
-    local N = 1000000
-    repeat
-      local t0 = futures.monotonic(); spin(N)
-      local dt = futures.monotonic() - t0
-      if dt < 0.1 then N = math.floor(N * math.min(8, 0.12 / math.max(dt, 0.001))) end
-    until dt >= 0.1
-    local ex <close> = futures.ThreadPoolExecutor(2)
-    ex:submit(spin, 1000):result(10)   -- warm both paths
-    -- the best of five tries: a busy machine must not fail the spec
-    local best = math.huge
-    for _ = 1, 5 do
-      local t0 = futures.monotonic(); spin(N); spin(N)
-      local seq = futures.monotonic() - t0
-      t0 = futures.monotonic()
-      local a, b = ex:submit(spin, N), ex:submit(spin, N)
-      a:result(30); b:result(30)
-      best = math.min(best, (futures.monotonic() - t0) / seq)
-      if best < 0.85 then break end
+    local function timed(n)
+      local clock = require("futures").monotonic
+      local t0, x = clock(), 0
+      for i = 1, n do x = x + i % 7 end
+      return t0, clock()
     end
-    assert.is_true(best < 0.85, ("parallel took %.2f of the sequential time"):format(best))
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    local w1, w2 = ex:submit(timed, 10), ex:submit(timed, 10)   -- start both
+    w1:result(10); w2:result(10)
+    local a, b = ex:submit(timed, 3000000), ex:submit(timed, 3000000)
+    local a0, a1 = a:result(60)
+    local b0, b1 = b:result(60)
+    local overlap = math.min(a1, b1) - math.max(a0, b0)
+    assert.is_true(overlap > 0.5 * math.min(a1 - a0, b1 - b0),
+      ("intervals %.3f-%.3f and %.3f-%.3f"):format(a0, a1, b0, b1))
   end)
 
   it("reports running while a task runs, and cancel() then fails", function()

@@ -49,28 +49,6 @@ describe("ThreadPoolExecutor", function()
     assert.is_true(futures.monotonic() - t0 < 0.55)
   end)
 
-  -- CPU-bound tasks really run at the same time (no global lock). How much
-  -- faster that is belongs to `make bench` (16 CPU tasks on 2 workers): a
-  -- spec asserts only the gross behaviour, which a busy machine cannot break.
-  it("runs two CPU-bound Lua tasks at the same time", function()
-    if futures.cpu_count() < 2 then return end
-    local function timed(n)
-      local clock = require("futures").monotonic
-      local t0, x = clock(), 0
-      for i = 1, n do x = x + i % 7 end
-      return t0, clock()
-    end
-    local ex <close> = futures.ThreadPoolExecutor(2)
-    local w1, w2 = ex:submit(timed, 10), ex:submit(timed, 10)   -- start both
-    w1:result(10); w2:result(10)
-    local a, b = ex:submit(timed, 3000000), ex:submit(timed, 3000000)
-    local a0, a1 = a:result(60)
-    local b0, b1 = b:result(60)
-    local overlap = math.min(a1, b1) - math.max(a0, b0)
-    assert.is_true(overlap > 0.5 * math.min(a1 - a0, b1 - b0),
-      ("intervals %.3f-%.3f and %.3f-%.3f"):format(a0, a1, b0, b1))
-  end)
-
   it("reports running while a task runs, and cancel() then fails", function()
     local ex <close> = futures.ThreadPoolExecutor(1)
     local f = ex:submit(futures.sleep, 0.3)

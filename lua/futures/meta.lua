@@ -1,15 +1,15 @@
 ---@meta futures
 -- Type annotations of the futures module for the Lua language server
 -- (LuaLS / lua-language-server), so that editors complete and type-check
--- `require "futures"`. Nothing here runs: the functions are empty stubs and
--- the real module is futures/init.lua with futures.core. Add this directory
+-- `require "futures"`. Nothing here runs: the functions are bodiless
+-- declarations; the real module is futures/init.lua with futures.core. Add this directory
 -- (or the installed share/lua/5.4/futures/) to `workspace.library`.
 -- docs/API.md is the reference; keep the two in step (spec/docs_spec.lua
 -- checks that every exported name and method appears in both).
 --
--- Required as a module (`require "futures.meta"`) it returns a table of empty
--- stubs; the language server reads that return value as the type of
--- `require "futures"`.
+-- Required as a module (`require "futures.meta"`) it returns the table of
+-- those declarations; the language server reads that return value as the
+-- type of `require "futures"`.
 
 ---------------------------------------------------------------- errors
 

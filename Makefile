@@ -9,7 +9,7 @@
 #   LUA          Lua interpreter used for the build helpers and tests (lua5.4)
 #
 # Targets: all (default), test, demo, bench, bench-quick, sanitize, valgrind,
-#          faults, fuzz, install, uninstall, deps, clean.
+#          faults, fuzz, layers, install, uninstall, deps, clean.
 
 LUA_VERSION ?= 5.4
 PREFIX      ?= /usr/local
@@ -26,20 +26,36 @@ LUA_LIBS   := $(shell pkg-config --libs lua$(LUA_VERSION) 2>/dev/null)
 WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -I$(BUILD) $(CFLAGS) -MMD -MP
 
-# Objects of futures.core: linked into the shared module and the interpreter.
-CORE_SRCS := $(filter-out src/lf_preload.c src/lf_process_worker.c,$(wildcard src/lf_*.c))
-CORE_OBJS := $(CORE_SRCS:src/%.c=$(BUILD)/%.o)
+# Objects of futures.core, linked into the shared module and the
+# interpreter, by layer from the bottom up: a file knows only the files
+# listed before it (`make layers` checks it from the objects; see
+# docs/internals.md).
+LAYER_BASE   := lf_fault
+LAYER_CODEC  := lf_buf lf_wire lf_names lf_encode lf_decode
+LAYER_FUTURE := lf_future
+LAYER_STATE  := lf_error lf_state lf_task
+LAYER_EXEC   := lf_executor lf_context
+LAYER_ENGINE := lf_thread_pool lf_interp lf_process_pool
+LAYER_FACE   := lf_core_lua lf_codec_lua lf_future_lua lf_executor_lua lf_api
+LAYER_ENTRY  := lf_module
+CORE_NAMES := $(LAYER_BASE) $(LAYER_CODEC) $(LAYER_FUTURE) $(LAYER_STATE) \
+  $(LAYER_EXEC) $(LAYER_ENGINE) $(LAYER_FACE) $(LAYER_ENTRY)
+CORE_SRCS := $(CORE_NAMES:%=src/%.c)
+CORE_OBJS := $(CORE_NAMES:%=$(BUILD)/%.o)
 # Objects only the interpreter has: main and the embedded Lua side.
-EXE_OBJS  := $(BUILD)/main.o $(BUILD)/lf_preload.o $(BUILD)/lf_process_worker.o $(BUILD)/lf_embedded.o
+EXE_NAMES := lf_preload lf_process_worker main
+EXE_OBJS  := $(BUILD)/lf_embedded.o $(EXE_NAMES:%=$(BUILD)/%.o)
 LUA_SRCS  := $(wildcard lua/futures/*.lua)
 
 MODULE := $(BUILD)/futures/core.so
 EXE    ?= bin/lua-futures
+# futures._test: the specs' hooks into the core, never installed.
+TEST_MODULE := $(BUILD)/futures/_test.so
 
-.PHONY: all deps test demo bench bench-quick clean install uninstall sanitize fuzz
+.PHONY: all deps test demo bench bench-quick clean install uninstall sanitize fuzz layers
 
 all: deps
-	@$(MAKE) --no-print-directory $(MODULE) $(EXE)
+	@$(MAKE) --no-print-directory $(MODULE) $(EXE) $(TEST_MODULE)
 
 deps:
 	@sh tools/deps.sh
@@ -56,6 +72,9 @@ $(BUILD)/lf_embedded.o: $(BUILD)/lf_embedded.c
 $(MODULE): $(CORE_OBJS)
 	$(CC) -shared -pthread $(CFLAGS) $(LDFLAGS) -o $@ $(CORE_OBJS) -lm
 
+$(TEST_MODULE): $(BUILD)/lf_test.o
+	$(CC) -shared -pthread $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl
+
 # -Wl,-E exports the Lua API from the interpreter, so that C modules loaded
 # with require (which do not link liblua themselves) resolve it.
 $(EXE): $(CORE_OBJS) $(EXE_OBJS)
@@ -65,8 +84,13 @@ $(EXE): $(CORE_OBJS) $(EXE_OBJS)
 $(BUILD)/futures:
 	@mkdir -p $@
 
-test: all
+test: all layers
 	@$(LUA) tools/runspecs.lua $(BUSTED) $(LUA) $(EXE)
+
+# layers: fails when an object of the core uses a symbol defined by an
+# object listed after it (a back-call), which is how cycles start.
+layers: $(CORE_OBJS) $(EXE_OBJS)
+	@$(LUA) tools/layers.lua $(CORE_OBJS) $(EXE_OBJS)
 
 # sanitize, valgrind and faults: see the block "issue 8" at the end.
 
@@ -193,9 +217,10 @@ sanitize: sanitize-asan sanitize-tsan
 sanitize-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan EXE=build/asan/lua-futures \
 	  CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
-	  build/asan/lua-futures build/asan/futures/core.so
+	  build/asan/lua-futures build/asan/futures/core.so build/asan/futures/_test.so
 	@rm -rf $(call SAN_REPORTS,build/asan) && mkdir -p $(call SAN_REPORTS,build/asan)
-	$(ASAN_ENV) $(LUA) tools/runspecs.lua $(BUSTED) build/asan/lua-futures -- $(SAN_SKIP)
+	$(ASAN_ENV) $(LUA) tools/runspecs.lua $(BUSTED) build/asan/lua-futures -- \
+	  --cpath=./build/asan/?.so $(SAN_SKIP)
 	$(ASAN_ENV) LD_PRELOAD=$(LIBASAN) LUA_FUTURES_WORKER=$(CURDIR)/build/asan/lua-futures \
 	  LUA_FUTURES_SPEC_INTERP=$(LUA) $(LUA) $$(command -v $(BUSTED)) --ignore-lua \
 	  --cpath=./build/asan/?.so $(SAN_SKIP) $(SAN_MODULE_SPECS)
@@ -203,10 +228,12 @@ sanitize-asan: deps
 
 sanitize-tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan EXE=build/tsan/lua-futures \
-	  CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" build/tsan/lua-futures
+	  CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" build/tsan/lua-futures \
+	  build/tsan/futures/_test.so
 	@rm -rf $(call SAN_REPORTS,build/tsan) && mkdir -p $(call SAN_REPORTS,build/tsan)
 	$(TSAN_ENV) LUA_FUTURES_STRESS=$(TSAN_STRESS) \
-	  $(LUA) tools/runspecs.lua $(BUSTED) build/tsan/lua-futures -- $(SAN_SKIP) $(SAN_SPECS)
+	  $(LUA) tools/runspecs.lua $(BUSTED) build/tsan/lua-futures -- \
+	  --cpath=./build/tsan/?.so $(SAN_SKIP) $(SAN_SPECS)
 	$(call san_check,build/tsan)
 
 # valgrind: memcheck over VG_SPECS (the thread, future, wait, bad-input and
@@ -230,7 +257,7 @@ VG_RUN    = LUA_FUTURES_SPEC_INTERP=$(VG_EXE) LUA_FUTURES_WORKER=$(CURDIR)/$(VG_
 # (The specs of how a pool finds its interpreter are skipped: they run
 # plain lua5.4, and LUA_FUTURES_WORKER, set here, would answer for them.)
 VG_LUA    = $(VG_EXE) $$(command -v $(BUSTED)) --ignore-lua $(SAN_SKIP) \
-  --filter-out=finds.its.worker.interpreter
+  --cpath=./build/valgrind/?.so --filter-out=finds.its.worker.interpreter
 # A log with no summary is a child that ran another program (exec ends
 # valgrind there); a crash still prints its summary.
 vg_check  = @bad=0; for f in build/valgrind/reports/*; do \
@@ -241,7 +268,7 @@ vg_check  = @bad=0; for f in build/valgrind/reports/*; do \
 
 valgrind: deps
 	@$(MAKE) --no-print-directory BUILD=build/valgrind EXE=$(VG_EXE) \
-	  CFLAGS="-O1 -g -gdwarf-4" $(VG_EXE)
+	  CFLAGS="-O1 -g -gdwarf-4" $(VG_EXE) build/valgrind/futures/_test.so
 	@rm -rf build/valgrind/reports && mkdir -p build/valgrind/reports
 	$(call VG_RUN,memcheck) --tool=memcheck --leak-check=full \
 	  --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect \
@@ -275,7 +302,7 @@ faults: deps
 #   inputs for FUZZ_SECONDS under ASan/UBSan (fuzz/codec_fuzz.c says how
 #   each input is decoded). The target runs against the core objects (src/
 #   lf_*.c but the interpreter's) compiled with the same flags into
-#   build/fuzz/, with lua_load of lf_codec.c routed through the target. With
+#   build/fuzz/, with lua_load of lf_decode.c routed through the target. With
 #   clang and libFuzzer (FUZZ_CC) it is a libFuzzer run; otherwise
 #   fuzz/fuzz_main.c's mutation loop, built with $(CC) into
 #   build/fuzz/loop/. Seeds: fuzz/seeds.lua's valid encodings (build/fuzz/
@@ -319,7 +346,7 @@ fuzz-seeds: all
 
 $(FUZZ_BUILD)/%.o: src/%.c
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(if $(filter lf_codec,$*),$(FUZZ_LOAD)) -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link $(if $(filter lf_decode,$*),$(FUZZ_LOAD)) -c $< -o $@
 
 $(FUZZ_BUILD)/codec_fuzz.o: fuzz/codec_fuzz.c
 	@mkdir -p $(@D)
@@ -330,7 +357,7 @@ $(FUZZ_BUILD)/codec_fuzz: $(call FUZZ_OBJS,$(FUZZ_BUILD))
 
 $(FUZZ_BUILD)/loop/%.o: src/%.c
 	@mkdir -p $(@D)
-	$(CC) $(FUZZ_FLAGS) $(if $(filter lf_codec,$*),$(FUZZ_LOAD)) -c $< -o $@
+	$(CC) $(FUZZ_FLAGS) $(if $(filter lf_decode,$*),$(FUZZ_LOAD)) -c $< -o $@
 
 $(FUZZ_BUILD)/loop/%.o: fuzz/%.c
 	@mkdir -p $(@D)

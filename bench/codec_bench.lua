@@ -4,12 +4,14 @@
 --
 -- Each case prints the median encode and decode time of:
 --   * "C API": lf_encode + lf_decode as an executor calls them, timed in C
---     (core._codec_time): what a task's transfer costs;
+--     (T.codec_time): what a task's transfer costs;
 --   * "Lua": futures.serialize + futures.deserialize, which add the Lua call
 --     and a copy of the encoded bytes into a Lua string.
 -- Medians of rounds that each start after a full garbage collection.
 local futures = require "futures"
 local core = require "futures.core"
+package.cpath = "./build/?.so;" .. package.cpath   -- futures._test
+local T = require "futures._test"
 
 -- Each round starts after a full collection (outside the timing), so that it
 -- does not pay for the garbage of the rounds before it; pickle likewise.
@@ -37,7 +39,7 @@ local ints = {}
 for i = 1, 1000000 do ints[i] = i end
 local big = string.rep("x", 10 * 1024 * 1024)
 local function f(a, b, c) return a + b + c end
-core._codec_call(f, 1, 2.5, 3)         -- the receiver has the function cached
+T.codec_call(f, 1, 2.5, 3)         -- the receiver has the function cached
 
 local pickle = {}
 local py = io.popen("python3 bench/codec_bench.py 2>/dev/null")
@@ -71,15 +73,15 @@ local function report(title, name, c_enc, c_dec, l_enc, l_dec, target)
   end
 end
 
-local ce, cd = core._codec_time(9, 1, ints)
+local ce, cd = T.codec_time(9, 1, ints)
 local le, ld = lua_surface(ints, 9)
 report("1 000 000-integer array", "ints_1m", ce / 1e9, cd / 1e9, le, ld, "well under 60 ms, 2x faster than pickle")
 
-ce, cd = core._codec_time(9, 1, big)
+ce, cd = T.codec_time(9, 1, big)
 le, ld = lua_surface(big, 9)
 report("10 MB string", "string_10mb", ce / 1e9, cd / 1e9, le, ld, "< 10 ms")
 
-ce, cd = core._codec_time(21, 20000, f, 1, 2.5, 3)
+ce, cd = T.codec_time(21, 20000, f, 1, 2.5, 3)
 local s = futures.serialize(f, 1, 2.5, 3)
 local l1 = median(function() for _ = 1, 20000 do futures.serialize(f, 1, 2.5, 3) end end, 21) / 20000
 local l2 = median(function() for _ = 1, 20000 do futures.deserialize(s) end end, 21) / 20000
@@ -89,7 +91,7 @@ report("small call: cached function + 3 numbers", "small_call", ce / 1e9, cd / 1
 -- loaded (lua_load of the cached bytecode) on every decode.
 local k = 7
 local function g(a) return a + k end
-core._codec_call(g, 1)
-ce, cd = core._codec_time(21, 2000, g, 1)
+T.codec_call(g, 1)
+ce, cd = T.codec_time(21, 2000, g, 1)
 print("closure with a local upvalue  (lua_load on every decode)")
 row("C API (lf_encode/decode)", ce / 1e9, cd / 1e9)

@@ -3,6 +3,8 @@
 -- usage: bin/lua-futures fuzz/seeds.lua DIR
 local futures = require "futures"
 local core = require "futures.core"
+package.cpath = "./build/?.so;" .. package.cpath   -- futures._test
+local T = require "futures._test"
 local dir = assert(arg[1], "usage: seeds.lua DIR")
 
 local up, shared = 3, { "shared" }
@@ -17,7 +19,7 @@ cyc.self = cyc
 local ints = {}
 for i = 1, 300 do ints[i] = i * (i % 2 == 0 and 1 or -1000) end
 local mixed = { 1, 2.5, "s", true, { 1 }, 3, 4, 5.5, 6.5, 2 ^ 40 | 0, math.mininteger }
-local h = core._codec_handle()
+local h = T.codec_handle()
 local selfmt = {}
 setmetatable(selfmt, selfmt)
 local cfg, fmt = { scale = 2 }, string.format
@@ -64,4 +66,4 @@ end
 for name, values in pairs(seeds) do
   write("seed-" .. name, futures.serialize(table.unpack(values, 1, 12)))
 end
-write("seed-handle", core._codec_encode(true, h, { h }))
+write("seed-handle", T.codec_encode(true, h, { h }))

@@ -3,9 +3,17 @@
 -- handles, decoding in another lua_State). docs/codec.md is the reference.
 local futures = require "futures"
 local core = require "futures.core"
+local T = require "futures._test"
 local helpers = require "support.helpers"
 
-local serialize, deserialize = futures.serialize, futures.deserialize
+local serialize = futures.serialize
+local TRUSTED = { functions = true }
+
+-- Most specs here decode data they made themselves: trusted, so functions
+-- load. The safe default has specs of its own ("decoder" below).
+local function deserialize(s, opts)
+  return futures.deserialize(s, opts or TRUSTED)
+end
 
 local function roundtrip(...)
   return deserialize(serialize(...))
@@ -340,24 +348,24 @@ describe("codec across states", function()
   it("runs a function with its arguments in another lua_State", function()
     local k = 5
     local function add(a, b) return a + b + k, math.type(a), string.format("%d", b) end
-    local x, t, s = core._codec_call(add, 1, 2)
+    local x, t, s = T.codec_call(add, 1, 2)
     assert.equals(8, x); assert.equals("integer", t); assert.equals("2", s)
   end)
 
   it("gives the function the other state's globals", function()
     local function set() codec_spec_global = 42; return rawget(_G, "codec_spec_global") end
-    assert.equals(42, core._codec_call(set))
+    assert.equals(42, T.codec_call(set))
     assert.is_nil(rawget(_G, "codec_spec_global"))
   end)
 
   it("resolves modules and C functions by require in the other state", function()
     local function use(m, f, fmt) return m.rep("ab", 2), f(2.7), fmt("%x", 255) end
-    local a, b, c = core._codec_call(use, string, math.floor, string.format)
+    local a, b, c = T.codec_call(use, string, math.floor, string.format)
     assert.equals("abab", a); assert.equals(2, b); assert.equals("ff", c)
-    assert.equals("function", core._codec_call(function(s) return type(s) end, futures.sleep))
+    assert.equals("function", T.codec_call(function(s) return type(s) end, futures.sleep))
     -- a module of the program, loaded here: require'd there by its name
     local function count() return type(helpers.counter), helpers == package.loaded["support.helpers"] end
-    local kind, same = core._codec_call(count)
+    local kind, same = T.codec_call(count)
     assert.equals("function", kind)
     assert.is_true(same)
   end)
@@ -365,11 +373,11 @@ describe("codec across states", function()
   it("sends current upvalues every call, the bytecode once", function()
     local k = 1
     local function get() return k end
-    assert.equals(1, core._codec_call(get))
+    assert.equals(1, T.codec_call(get))
     k = 2
-    assert.equals(2, core._codec_call(get))
+    assert.equals(2, T.codec_call(get))
     local function plainf(x) return x + 1 end
-    for i = 1, 50 do assert.equals(i + 1, core._codec_call(plainf, i)) end
+    for i = 1, 50 do assert.equals(i + 1, T.codec_call(plainf, i)) end
   end)
 
   it("does not reuse a cached closure whose _ENV the last call replaced", function()
@@ -378,17 +386,17 @@ describe("codec across states", function()
       _ENV = { codec_marker = "replaced", rawget = rawget }
       return seen
     end
-    assert.is_nil(core._codec_call(f))
-    assert.is_nil(core._codec_call(f))
+    assert.is_nil(T.codec_call(f))
+    assert.is_nil(T.codec_call(f))
   end)
 
   it("brings back an error value with its file:line", function()
     local function fail() error({ code = 7 }) end
-    local err = helpers.error_of(core._codec_call, fail)
+    local err = helpers.error_of(T.codec_call, fail)
     assert.same({ code = 7 }, err)
     local function fail2() error("bad thing") end
     local line = debug.getinfo(fail2, "S").linedefined
-    assert.matches("codec_spec%.lua:" .. line .. ": bad thing", error_of(core._codec_call, fail2))
+    assert.matches("codec_spec%.lua:" .. line .. ": bad thing", error_of(T.codec_call, fail2))
   end)
 end)
 
@@ -426,16 +434,16 @@ describe("codec errors", function()
   end)
 
   it("leaks no handle reference when a transfer fails", function()
-    local h = core._codec_handle()
+    local h = T.codec_handle()
     for _ = 1, 3 do
-      assert.has_error(function() core._codec_local({ h, h, { h } }, coroutine.create(print)) end)
+      assert.has_error(function() T.codec_local({ h, h, { h } }, coroutine.create(print)) end)
     end
     collectgarbage(); collectgarbage()
     assert.equals(1, h:refs())
   end)
 
   it("refuses a shared handle in a string, naming its kind", function()
-    local h = core._codec_handle()
+    local h = T.codec_handle()
     assert.equals("cannot transfer value #1: test handle (a shared handle cannot leave the process)",
       error_of(serialize, h))
     assert.equals("cannot transfer value #1 (field 'h'): test handle (a shared handle cannot leave the process)",
@@ -445,9 +453,9 @@ end)
 
 describe("codec shared handles", function()
   it("carry a reference to the same object within the process", function()
-    local h = core._codec_handle()
+    local h = T.codec_handle()
     assert.equals(1, h:refs())
-    local h2, h3 = core._codec_local(h, h)
+    local h2, h3 = T.codec_local(h, h)
     assert.equals(h:id(), h2:id())
     assert.equals(h2, h3)                   -- one userdata per transfer
     assert.equals(2, h:refs())              -- the buffer's reference is gone
@@ -457,16 +465,16 @@ describe("codec shared handles", function()
   end)
 
   it("are refused by a decoder told the data comes from outside", function()
-    local h = core._codec_handle()
-    local s = core._codec_encode(true, { h })
+    local h = T.codec_handle()
+    local s = T.codec_encode(true, { h })
     assert.matches("shared handle outside its process", error_of(deserialize, s))
     assert.equals(1, h:refs())
   end)
 
   it("travel to another state of the process and back", function()
-    local h = core._codec_handle()
+    local h = T.codec_handle()
     local function echo(x) return x end
-    local back = core._codec_call(echo, h)
+    local back = T.codec_call(echo, h)
     assert.equals(h:id(), back:id())
   end)
 end)
@@ -511,7 +519,7 @@ describe("codec limits", function()
       local s = serialize(v)
       assert.equals(s, futures.serialize_with({ max_size = #s }, v))
       assert.matches("encoded size over the limit", error_of(futures.serialize_with, { max_size = #s - 1 }, v))
-      assert.is_not_nil(deserialize(s, { max_size = #s }))
+      assert.is_not_nil(deserialize(s, { max_size = #s, functions = true }))
       assert.matches("larger than max_size", error_of(deserialize, s, { max_size = #s - 1 }))
     end
   end)
@@ -564,7 +572,7 @@ describe("codec decoder", function()
   it("checks a function's bytecode hash before lua_load", function()
     local i = withfn:find("\27Lua", 1, true)
     local bad = withfn:sub(1, i + 20) .. "!" .. withfn:sub(i + 22)
-    bad = core._codec_reseal(bad)
+    bad = T.codec_reseal(bad)
     assert.matches("bytecode checksum mismatch", error_of(deserialize, bad))
   end)
 
@@ -573,7 +581,7 @@ describe("codec decoder", function()
     for _ = 1, 3000 do
       local body = {}
       for j = 1, math.random(0, 40) do body[j] = string.char(math.random(0, 255)) end
-      local s = core._codec_reseal(sample:sub(1, 24) .. table.concat(body))
+      local s = T.codec_reseal(sample:sub(1, 24) .. table.concat(body))
       pcall(deserialize, s)
       pcall(deserialize, s, { functions = false })
     end
@@ -582,7 +590,7 @@ describe("codec decoder", function()
       local s = math.random(2) == 1 and sample or withfn
       local i = math.random(25, #s)
       s = s:sub(1, i - 1) .. string.char(math.random(0, 255)) .. s:sub(i + 1)
-      s = core._codec_reseal(s)
+      s = T.codec_reseal(s)
       pcall(deserialize, s)
     end
   end)
@@ -596,22 +604,47 @@ describe("codec decoder", function()
     assert.matches("length mismatch", error_of(deserialize, sample .. "x"))
   end)
 
-  it("refuses functions and modules with functions = false, not data", function()
-    local opts = { functions = false }
-    assert.matches("functions refused", error_of(deserialize, withfn, opts))
-    assert.matches("functions refused", error_of(deserialize, serialize(print), opts))
-    assert.matches("functions refused", error_of(deserialize, serialize(string), opts))
-    assert.same({ 1, { 2 } }, deserialize(serialize({ 1, { 2 } }), opts))
+  it("refuses Lua functions by default, saying where they sit", function()
+    local fn = function() end
+    local msg = error_of(futures.deserialize, serialize(1, { x = { fn } }))
+    assert.matches("the data holds a Lua function %(value #2 %(field 'x'%.%[1%]%)%); "
+      .. "pass { functions = true } to load it", msg)
+    assert.matches("value #1%)", error_of(futures.deserialize, withfn))
+    local obj = setmetatable({}, { __gc = function() end })
+    assert.matches("value #1 %(metatable, field '__gc'%)",
+      error_of(futures.deserialize, serialize(obj)))
   end)
 
-  it("refuses the global table with functions = false: it is a module", function()
-    local opts = { functions = false }
-    assert.matches("functions refused", error_of(deserialize, serialize(_G), opts))
-    assert.matches("functions refused", error_of(deserialize, serialize({ env = _G }), opts))
+  it("loads Lua functions when asked with functions = true", function()
+    assert.equals(3, futures.deserialize(serialize(function() return 3 end),
+      { functions = true })())
+  end)
+
+  it("decodes plain data, C functions and loaded modules by default", function()
+    assert.same({ 1, { 2 } }, futures.deserialize(serialize({ 1, { 2 } })))
+    assert.equals(print, futures.deserialize(serialize(print)))
+    assert.equals(string, futures.deserialize(serialize(string)))
+  end)
+
+  it("never loads a module by default: names only modules already loaded", function()
+    package.loaded.codec_spec_gone = { f = string.len }
+    local s = serialize(package.loaded.codec_spec_gone)
+    package.loaded.codec_spec_gone = nil
+    package.preload.codec_spec_gone = function() error("loaded on a stranger's word") end
+    local msg = error_of(futures.deserialize, s)
+    package.preload.codec_spec_gone = nil
+    assert.matches("names module 'codec_spec_gone', which is not loaded here", msg)
+  end)
+
+  it("refuses the global table by default: it is the program's state", function()
+    assert.matches("global table refused", error_of(futures.deserialize, serialize(_G)))
+    assert.matches("global table refused", error_of(futures.deserialize, serialize({ env = _G })))
     -- a forged header cannot slip it past: the value itself is refused
     local s = serialize({ env = _G })
-    local unflagged = core._codec_reseal(s:sub(1, 4) .. "\0\0\0\0" .. s:sub(9))
-    assert.matches("functions refused %(global table%)", error_of(deserialize, unflagged, opts))
+    local unflagged = T.codec_reseal(s:sub(1, 4) .. "\0\0\0\0" .. s:sub(9))
+    assert.matches("global table refused", error_of(futures.deserialize, unflagged))
+    unflagged = T.codec_reseal(withfn:sub(1, 4) .. "\0\0\0\0" .. withfn:sub(9))
+    assert.matches("holds a Lua function", error_of(futures.deserialize, unflagged))
   end)
 
   it("allocates in proportion to its input, whatever the sizes it claims", function()
@@ -624,7 +657,7 @@ describe("codec decoder", function()
       parts[#parts + 1] = string.pack("<BI4I4", 9, rest, rest // 2)   -- T_TABLE (9)
     end
     parts[#parts + 1] = ("\0"):rep(size - 1 - depth * 9)
-    local s = core._codec_reseal(sample:sub(1, 24) .. table.concat(parts))
+    local s = T.codec_reseal(sample:sub(1, 24) .. table.concat(parts))
     collectgarbage(); collectgarbage()
     collectgarbage("stop")
     local before = collectgarbage("count")
@@ -643,7 +676,7 @@ describe("codec decoder", function()
       local s = shell.read_file(shell.ROOT .. "/spec/corpus/" .. name)
       pcall(deserialize, s)
       pcall(deserialize, s, { functions = false })
-      if #s >= 24 then pcall(deserialize, core._codec_reseal(s)) end
+      if #s >= 24 then pcall(deserialize, T.codec_reseal(s)) end
       count = count + 1
     end
     p:close()

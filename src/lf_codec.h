@@ -1,18 +1,19 @@
 /*
 ** lf_codec.h — the transfer codec: Lua values to a self-contained byte
 ** buffer and back, for every crossing between two lua_States (a thread
-** hand-off, a process pipe, futures.serialize).
+** hand-off, a process socket, futures.serialize). The encoder is
+** lf_encode.c, the decoder lf_decode.c, the format they share lf_wire.h,
+** and the name index of package.loaded lf_names.c.
 **
-** Threads: every function works on the lua_State it is given and must be
-** called by the thread that owns that state. An encoded lf_buf is plain
-** memory and may be handed to any thread. The handle-kind table is written
-** only by lf_codec_register_kind, which runs from luaopen before any worker
-** thread exists, and is read-only afterwards.
+** Threads: lf_encode and lf_decode work on the lua_State they are given and
+** must be called by the thread that owns that state. An encoded lf_buf is
+** plain memory and may be handed to any thread.
 **
-** Ownership: an lf_buf owns its bytes and one reference to every shared
-** handle encoded in it; lf_buf_free releases both. Decoding never consumes
-** the buffer: each decoded handle userdata takes a reference of its own, so
-** a buffer may be decoded any number of times, in any number of states.
+** Ownership: lf_encode writes into the caller's lf_buf, which then owns the
+** bytes and one reference per shared handle encoded in it. Decoding never
+** consumes the buffer: each decoded handle userdata takes a reference of
+** its own, so a buffer may be decoded any number of times, in any number of
+** states.
 */
 #ifndef LF_CODEC_H
 #define LF_CODEC_H
@@ -21,41 +22,7 @@
 #include <stdint.h>
 
 #include "lua.h"
-
-/* A runtime object (future, executor, queue) that travels between the
-** states of one process as a pointer to the same reference-counted C object.
-** The userdata of such an object holds exactly one `void *` to it. */
-typedef struct lf_handle_kind {
-  const char *tname;                    /* its metatable name */
-  void (*retain)(void *obj);            /* +1 reference; any thread */
-  void (*release)(void *obj);           /* -1 reference; any thread */
-  void (*push)(lua_State *L, void *obj);/* push a new userdata for obj that
-                                           owns a new reference [-0,+1,m] */
-} lf_handle_kind;
-
-#define LF_CODEC_MAX_KINDS 8
-
-/* Register a kind (idempotent for the same pointer). Call from luaopen only.
-** Returns 0, or -1 when the table is full. */
-int lf_codec_register_kind(const lf_handle_kind *kind);
-
-typedef struct lf_buf_handle {
-  const lf_handle_kind *kind;
-  void *obj;
-} lf_buf_handle;
-
-typedef struct lf_buf {
-  unsigned char *data;
-  size_t len, cap;
-  lf_buf_handle *handles;   /* references owned by this buffer */
-  size_t nhandles, hcap;
-} lf_buf;
-
-#define LF_BUF_INIT { NULL, 0, 0, NULL, 0, 0 }
-
-/* Free the bytes and release every handle reference; leaves *b empty and
-** reusable. Safe on an empty buffer and safe to call twice. Any thread. */
-void lf_buf_free(lf_buf *b);
+#include "lf_buf.h"
 
 typedef struct lf_codec_opts {
   int max_depth;      /* nesting limit for tables and functions (200) */
@@ -63,11 +30,15 @@ typedef struct lf_codec_opts {
   int in_process;     /* encode: shared handles allowed (1) or an error (0);
                          decode: 1 only for a buffer made in this process
                          (a handle is a pointer): with 0 one is an error */
-  int functions;      /* decode: Lua and C functions allowed (1) or refused */
+  int functions;      /* decode: Lua functions (bytecode) allowed, and
+                         names of modules not yet loaded required (1); or
+                         Lua functions refused and names resolved only
+                         among the modules already loaded (0) */
 } lf_codec_opts;
 
 #define LF_CODEC_DEFAULT_DEPTH 200
 #define LF_CODEC_MAX_DEPTH 1000   /* the most max_depth may ask: C stack */
+#define LF_CODEC_MAX_VALUES 100000  /* values in one buffer, both ways */
 extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1} */
 
 /* Encode the n values at stack indices first .. first+n-1 of L into *out
@@ -83,8 +54,10 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
 
 /* Decode a buffer produced by lf_encode (possibly in another process),
 ** treating it as untrusted. Pushes the values and returns their count; on
-** malformed input returns -1 with an error message pushed. Never raises.
-** [-0, +(n|1), -] */
+** malformed input returns -1 with an error message pushed. With
+** opts->functions 0, a Lua function in the data returns -2 with where it
+** sits pushed instead, "#2 (field 'x')" (the value's number, the path), so
+** that the caller can say who sent it. Never raises. [-0, +(n|1), -] */
 int lf_decode(lua_State *L, const unsigned char *data, size_t len,
               const lf_codec_opts *opts);
 

@@ -1,9 +1,9 @@
 /*
-** lf_executor_lua.h — Executor userdata helpers shared by the binding
-** files (the process pool's constructor uses them too).
+** lf_executor_lua.h — the Executor userdata, for the other Lua faces.
 **
 ** Threads: the thread that owns L.
-** Ownership: see lf_executor_lua.c.
+** Ownership: lf_push_executor gives the new userdata the caller's
+** reference.
 */
 #ifndef LF_EXECUTOR_LUA_H
 #define LF_EXECUTOR_LUA_H
@@ -14,9 +14,13 @@
 #define LF_EXECUTOR_MT "futures.Executor"
 
 void lf_push_executor(lua_State *L, lf_executor *ex);   /* [-0,+1,m] */
-void lf_encode_initializer(lua_State *L, int fn, int args, lf_buf *out,
-                           int in_process);              /* [-0,+0,e] */
-void lf_push_paths(lua_State *L, const char **path, const char **cpath);
-void lf_adopt_executor(lua_State *L, lf_executor **ud, lf_executor *ex);
+
+/* The two steps of making an executor for Lua, in this order so that an
+** error between them leaves nothing unowned: push an empty Executor
+** userdata [-0,+1,m]; then, once the engine exists, give its owner
+** reference to the state and one more to the userdata (on out of memory
+** ex is shut down, joined and released, and the error raised) [-0,+0,e]. */
+lf_executor **lf_executor_newud(lua_State *L);
+void lf_executor_adopt(lua_State *L, lf_executor **ud, lf_executor *ex);
 
 #endif

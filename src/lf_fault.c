@@ -4,8 +4,8 @@
 ** objects with -Wl,--wrap for malloc, calloc, realloc, strdup,
 ** pthread_create, socketpair, pipe, pipe2, eventfd and posix_spawn, so that
 ** each call made by lua-futures' C code (never by liblua or libc itself) is
-** a numbered fault point, and gives worker states an allocator whose
-** growing calls are fault points too (lf_core.c: lf_new_state). A fault
+** a numbered fault point; the growing calls of worker states' allocator
+** are fault points too (lf_state.c). A fault
 ** point that fails behaves as the real call does when the system is out of
 ** memory or descriptors: NULL with ENOMEM, -1 with EMFILE, EAGAIN.
 **
@@ -38,7 +38,6 @@
 
 #include "lauxlib.h"
 
-#include "lf_core.h"
 #include "lf_fault.h"
 
 enum { F_ALLOC, F_STATE, F_THREAD, F_SOCKET, F_SPAWN, F_NCLASSES };
@@ -157,33 +156,7 @@ int __wrap_posix_spawn(pid_t *pid, const char *path,
 
 /* ---- worker states ---- */
 
-/* Lua's allocator contract: a free (nsize 0) and a shrink never fail. */
-static void *state_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud;
-  if (nsize == 0) { free(ptr); return NULL; }
-  if ((ptr == NULL || nsize > osize) && hit(F_STATE)) return NULL;
-  return __real_realloc(ptr, nsize);
-}
-
-static int state_panic(lua_State *L) {
-  const char *msg = lua_tostring(L, -1);
-  fprintf(stderr, "lua-futures: PANIC in a worker state: %s\n",
-          msg ? msg : "(error object is not a string)");
-  return 0;   /* then Lua aborts */
-}
-
-static void state_warn(void *ud, const char *msg, int tocont) {
-  (void)ud; (void)msg; (void)tocont;   /* warnings off, as luaL_newstate */
-}
-
-lua_State *lf_fault_newstate(void) {
-  lua_State *L = lua_newstate(state_alloc, NULL);
-  if (L != NULL) {
-    lua_atpanic(L, state_panic);
-    lua_setwarnf(L, state_warn, NULL);
-  }
-  return L;
-}
+int lf_fault_state_alloc(void) { return hit(F_STATE); }
 
 /* ---- futures.core._fault_after ---- */
 

@@ -9,10 +9,9 @@
 #ifndef LF_FAULT_H
 #define LF_FAULT_H
 
-#include "lua.h"
-
-/* A fresh state like luaL_newstate, whose allocator counts its growing
-** calls as fault points of the class "state". */
-lua_State *lf_fault_newstate(void);
+/* Called by worker states' allocator (lf_state.c) for each allocation
+** that grows: 1 when this one must fail (a fault point of the class
+** "state"). */
+int lf_fault_state_alloc(void);
 
 #endif

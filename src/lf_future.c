@@ -24,6 +24,7 @@ lf_future *lf_future_new(void) {
   atomic_init(&f->refs, 1);
   atomic_init(&f->done, 0);
   f->state = LF_PENDING;
+  lf_future_decode_with(f, &lf_codec_defaults);
   return f;
 }
 
@@ -47,6 +48,20 @@ void lf_future_release(lf_future *f) {
   }
   LF_CHECK(pthread_mutex_destroy(&f->mu));
   free(f);
+}
+
+void lf_future_decode_with(lf_future *f, const lf_codec_opts *opts) {
+  f->dec_in_process = (unsigned char)(opts->in_process != 0);
+  f->dec_functions = (unsigned char)(opts->functions != 0);
+  f->dec_depth = (unsigned short)opts->max_depth;
+}
+
+lf_codec_opts lf_future_decode_opts(lf_future *f) {
+  lf_codec_opts o = lf_codec_defaults;
+  o.in_process = f->dec_in_process;
+  o.functions = f->dec_functions;
+  o.max_depth = f->dec_depth;
+  return o;
 }
 
 lf_fstate lf_future_state(lf_future *f) {

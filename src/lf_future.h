@@ -79,9 +79,12 @@ struct lf_future {
   lf_fstate state;
   atomic_int done;         /* 1 once CANCELLED or FINISHED: read without the
                               lock by a waiter that spins before it blocks */
-  int failed;              /* FINISHED with an error */
-  int remote;              /* result written by another process: decode it
-                              with in_process = 0 (no handle pointers) */
+  unsigned char failed;    /* FINISHED with an error */
+  /* How the result decodes: with the options of the executor that runs
+  ** the task (a process pool's results carry no handle pointers, and Lua
+  ** functions only when the pool allows them), or the defaults. */
+  unsigned char dec_in_process, dec_functions;
+  unsigned short dec_depth;
   lf_buf result;           /* values, or (error, traceback) when failed */
   lf_waitnode *waiters;    /* a doubly-linked list of registrations */
   lf_inboxnode *inboxes;   /* states with callbacks to run */
@@ -93,6 +96,11 @@ struct lf_future {
   lf_future *next_queued;  /* the executor's queue link */
 };
 
+/* The Lua userdata of a future (its metatable is registered under this
+** name by the Lua face, lf_future_lua.c): one lf_future pointer, which
+** owns a reference (NULL once finalized), and one user value. */
+#define LF_FUTURE_MT "futures.Future"
+
 lf_future *lf_future_new(void);            /* NULL when out of memory */
 void lf_future_retain(lf_future *f);
 void lf_future_release(lf_future *f);
@@ -101,6 +109,12 @@ lf_fstate lf_future_state(lf_future *f);   /* a snapshot */
 int lf_future_done(lf_future *f);          /* CANCELLED or FINISHED */
 /* Spin up to `seconds` for f to be done; 1 if it is. No lock taken. */
 int lf_future_spin(lf_future *f, double seconds);
+
+/* Decode the result of f with opts (in_process, functions, max_depth):
+** set by the submitter before f is queued. */
+void lf_future_decode_with(lf_future *f, const lf_codec_opts *opts);
+/* The options to decode f's result with. */
+lf_codec_opts lf_future_decode_opts(lf_future *f);
 
 /* PENDING -> CANCELLED (notifies) and returns 1; CANCELLED returns 1;
 ** RUNNING or FINISHED return 0. */

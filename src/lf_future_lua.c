@@ -18,8 +18,10 @@
 
 #include "lf_bind.h"
 #include "lf_common.h"
-#include "lf_core.h"
+#include "lf_context.h"
+#include "lf_error.h"
 #include "lf_future_lua.h"
+#include "lf_state.h"
 
 #define WAITER_MT "futures.Waiter"
 
@@ -139,14 +141,26 @@ static void push_outcome(lua_State *L, int idx, lf_future *f, double timeout) {
   int failed = f->failed;
   lf_unlock(&f->mu);
   if (s == LF_CANCELLED) lf_raise_error(L, "CancelledError", "future was cancelled");
-  if (failed && f->result.len == 0) luaL_error(L, "not enough memory");  /* to encode the error */
   /* FINISHED: the result buffer no longer changes. */
   int top = lua_gettop(L);
-  /* A result that a worker process wrote may not carry pointers. */
-  lf_codec_opts opts = lf_codec_defaults;
-  opts.in_process = !f->remote;
-  int n = lf_decode(L, f->result.data, f->result.len, &opts);
-  if (n < 0) lua_error(L);
+  lf_codec_opts opts = lf_future_decode_opts(f);
+  int n = failed && f->result.len == 0
+        ? (lua_pushliteral(L, "not enough memory"), -1)  /* for the error */
+        : lf_decode(L, f->result.data, f->result.len, &opts);
+  if (n < 0) {
+    /* An outcome that cannot be had becomes the error of this future, and
+    ** of this future only: result() raises it, exception() returns it. */
+    if (n == -2) {
+      lua_pushfstring(L, "a worker process %s a Lua function (%s %s); pass "
+                      "return_functions = true to the pool to allow it",
+                      failed ? "raised an error holding" : "returned",
+                      failed ? "error value" : "result", lua_tostring(L, -1));
+      lua_replace(L, top + 1);
+    }
+    lua_pushliteral(L, "");
+    n = 2;
+    failed = 1;
+  }
   lua_createtable(L, n, 1);
   lua_insert(L, top + 1);
   for (int i = n; i >= 1; i--) lua_rawseti(L, top + 1, i);
@@ -194,11 +208,16 @@ static int future_outcome(lua_State *L) {
   return 1;
 }
 
+/* f:exception([timeout]) -> nil for a success (one value, always), or the
+** error value and the worker's traceback. */
 static int future_exception(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   double timeout = lf_opt_timeout(L, 2);
   push_outcome(L, 1, f, timeout);
-  if (lua_getfield(L, -1, "failed") != LUA_TBOOLEAN) return 0;
+  if (lua_getfield(L, -1, "failed") != LUA_TBOOLEAN) {
+    lua_pushnil(L);
+    return 1;
+  }
   lua_rawgeti(L, -2, 1);
   lua_rawgeti(L, -3, 2);
   return 2;
@@ -234,25 +253,7 @@ static int future_add_done_callback(lua_State *L) {
       return luaL_typeerror(L, 2, "function");
     lua_pop(L, 1);
   }
-  lf_ctx *ctx = lf_getctx(L);
-  lf_push_pending_callbacks(L);                     /* 3 */
-  if (lua_rawgetp(L, 3, f) == LUA_TTABLE) {         /* 4 */
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, 4, luaL_len(L, 4) + 1);
-    return 0;
-  }
-  lua_pop(L, 1);
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 1);
-  lua_rawseti(L, -2, 1);
-  lua_pushvalue(L, 2);
-  lua_rawseti(L, -2, 2);
-  lua_rawsetp(L, 3, f);
-  int rc = lf_inbox_watch(ctx->inbox, f);
-  if (rc == 1) return 0;
-  lua_pushnil(L);
-  lua_rawsetp(L, 3, f);
-  if (rc < 0) return luaL_error(L, "not enough memory");
+  if (lf_add_callback(L, 1, f, 2)) return 0;
   lua_pushvalue(L, 2);   /* already done: call it now */
   lua_pushvalue(L, 1);
   lf_call_callback(L);
@@ -498,7 +499,7 @@ static int waiter_next(lua_State *L) {
 }
 
 void lf_bind_future(lua_State *L) {
-  lf_codec_register_kind(&future_kind);
+  lf_kind_register(&future_kind);
   lua_pushcfunction(L, core_future);
   lua_setfield(L, -2, "Future");
   lua_pushcfunction(L, core_wait);

@@ -10,7 +10,6 @@
 #include "lua.h"
 #include "lf_future.h"
 
-#define LF_FUTURE_MT "futures.Future"
 
 void lf_push_future(lua_State *L, lf_future *f);      /* [-0,+1,m] */
 lf_future *lf_check_future(lua_State *L, int idx);    /* [-0,+0,v] */

@@ -9,8 +9,8 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-#include "lf_core.h"
 #include "lf_preload.h"
+#include "lf_state.h"
 
 /* package.preload loader of one embedded module: upvalue 1 is its index in
 ** lf_embedded_modules. Called by require as loader(name, extra). */

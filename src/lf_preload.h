@@ -9,7 +9,10 @@
 #define LF_PRELOAD_H
 
 #include <stddef.h>
+
 #include "lua.h"
+
+int luaopen_futures_core(lua_State *L);   /* lf_module.c */
 
 typedef struct lf_embedded_module {
   const char *name;       /* module name for require: "futures", "futures.x" */

@@ -1,9 +1,8 @@
 /*
-** lf_process_pool.c — ProcessPoolExecutor: a queue of futures and up to
-** max_workers worker processes (bin/lua-futures --lf-worker, each with its
-** own lua_State), spoken to over one socketpair each with the frames of
-** lf_process_pool.h; and core.process_pool, its constructor, which finds
-** the interpreter the workers run.
+** lf_process_pool.c — the ProcessPoolExecutor engine: a queue of futures
+** and up to max_workers worker processes (bin/lua-futures --lf-worker, each
+** with its own lua_State), spoken to over one socketpair each with the
+** frames of lf_proto.h. lf_interp.c finds the interpreter they run.
 **
 ** Threads: submit and shutdown run on any thread. A reader thread per pool,
 ** started by the first submit, spawns the workers, waits in poll on every
@@ -37,7 +36,6 @@
 ** destroyed. Workers are reaped by pid only, so the host's other children
 ** are left alone.
 */
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -53,20 +51,12 @@
 
 #include "lauxlib.h"
 
-#include "lf_bind.h"
 #include "lf_common.h"
-#include "lf_core.h"
-#include "lf_executor.h"
-#include "lf_executor_lua.h"
-#include "lf_process.h"
 #include "lf_process_pool.h"
+#include "lf_proto.h"
+#include "lf_state.h"
 
 extern char **environ;
-
-/* Defined only when this core is linked into bin/lua-futures, whose own
-** executable is then the worker interpreter. */
-extern int lf_process_worker_main(int argc, char **argv)
-    __attribute__((weak));
 
 #define STAGE_SIZE ((size_t)64 << 10)   /* a worker's small-frame buffer */
 #define SOCKET_BUFFER (1 << 20)         /* SO_SNDBUF asked for, both ends */
@@ -108,9 +98,8 @@ typedef struct lf_ppool {
   lf_executor base;
   pthread_mutex_t mu;
   pthread_cond_t exit_cv;    /* join waits here for the reader to exit */
-  lf_future *head, *tail;    /* the queue */
-  size_t queued;
-  lf_future *rhead, *rtail;  /* RUNNING tasks to send again (their worker
+  lf_queue queue;
+  lf_queue retry;            /* RUNNING tasks to send again (their worker
                                 died before it had the whole frame) */
   int nprocs;                /* slots not FREE */
   int nidle;                 /* slots IDLE */
@@ -130,7 +119,6 @@ typedef struct lf_ppool {
   char *spawn_path;          /* what is executed (/proc/self/exe or exe) */
   unsigned char *init;       /* the INIT payload */
   size_t init_len;
-  lf_codec_opts opts;
   /* The reader's alone: */
   lua_State *scratch;        /* builds BrokenProcessPool errors */
   struct pollfd *pfds;       /* [1 + 2 * max_workers] */
@@ -139,57 +127,18 @@ typedef struct lf_ppool {
 
 /* ---- futures ---- */
 
-
-static lf_future *take_queue_locked(lf_ppool *p) {
-  lf_future *q = p->head;
-  p->head = p->tail = NULL;
-  p->queued = 0;
-  return q;
-}
-
-typedef struct text_error {
-  const char *msg;
-  lf_buf *out;
-  const lf_codec_opts *opts;
-  int rc;
-} text_error;
-
-/* Encodes ("BrokenProcessPool: <msg>", "") under lua_pcall. */
-static int encode_text_error(lua_State *L) {
-  text_error *t = lua_touserdata(L, 1);
-  lua_pushfstring(L, "BrokenProcessPool: %s", t->msg);
-  lua_pushliteral(L, "");
-  t->rc = lf_encode(L, lua_gettop(L) - 1, 2, "error", 1, t->out, t->opts);
-  return 0;
-}
-
 /* Complete f (RUNNING) with a BrokenProcessPool error. Reader only. */
 static void fail_future(lf_ppool *p, lf_future *f, const char *msg) {
-  lf_buf err = LF_BUF_INIT;
-  if (p->scratch == NULL) p->scratch = luaL_newstate();
-  lua_State *S = p->scratch;
-  if (S != NULL && lf_error_encode(S, "BrokenProcessPool", msg, &err,
-                                   &p->opts) != 0) {
-    /* The error object could not be encoded: send at least its text. */
-    text_error t = { msg, &err, &p->opts, -1 };
-    int top = lua_gettop(S);
-    lua_pushcfunction(S, encode_text_error);
-    lua_pushlightuserdata(S, &t);
-    if (lua_pcall(S, 1, 0, 0) != LUA_OK || t.rc != 0) lf_buf_free(&err);
-    lua_settop(S, top);
-  }
-  lf_future_finish(f, &err, 1);   /* empty only when out of memory */
-  lf_buf_free(&err);
+  lf_future_fail(f, "BrokenProcessPool", msg, &p->base.opts, &p->scratch);
 }
 
 /* Fail the tasks to send again (RUNNING) of a broken pool. Reader only,
 ** with pool->mu held. */
 static void fail_retries_locked(lf_ppool *p) {
-  lf_future *q = p->rhead;
-  p->rhead = p->rtail = NULL;
+  lf_future *q = lf_queue_take(&p->retry);
   while (q != NULL) {
     lf_future *next = q->next_queued;
-    fail_future(p, q, p->base.broken ? p->base.broken : "the pool is broken");
+    fail_future(p, q, p->base.broken);
     lf_future_release(q);
     q = next;
   }
@@ -198,14 +147,11 @@ static void fail_retries_locked(lf_ppool *p) {
 /* Mark the pool broken (once) and fail what is queued. Reader only, with
 ** pool->mu held. */
 static void break_locked(lf_ppool *p, const char *why) {
-  if (p->base.broken != NULL) return;
-  p->base.broken = strdup(why);
-  if (p->base.broken == NULL) p->base.broken = strdup("broken");
-  const char *msg = p->base.broken ? p->base.broken : why;
-  lf_future *q = take_queue_locked(p);
+  if (!lf_executor_mark_broken(&p->base, why)) return;
+  lf_future *q = lf_queue_take(&p->queue);
   while (q != NULL) {
     lf_future *next = q->next_queued;
-    if (lf_future_set_running(q) == 1) fail_future(p, q, msg);
+    fail_future(p, q, p->base.broken);
     lf_future_release(q);
     q = next;
   }
@@ -214,7 +160,7 @@ static void break_locked(lf_ppool *p, const char *why) {
 
 /* Is there work for a worker (queued, or to send again)? */
 static int has_work_locked(lf_ppool *p) {
-  return p->head != NULL || p->rhead != NULL;
+  return p->queue.head != NULL || p->retry.head != NULL;
 }
 
 /* ---- writing to workers (pool->mu held) ---- */
@@ -235,9 +181,7 @@ static void take_back_task_locked(lf_ppool *p, lf_proc *w) {
   w->iov_first = w->iov_n = 0;
   if (f == NULL) return;
   w->task = NULL;
-  f->next_queued = NULL;   /* its call is still in f->call */
-  if (p->rtail) p->rtail->next_queued = f; else p->rhead = f;
-  p->rtail = f;
+  lf_queue_push(&p->retry, f);   /* its call is still in f->call */
 }
 
 /* The socket of w is dead (EPIPE, ECONNRESET): its process has exited or
@@ -315,18 +259,12 @@ static void dispatch_locked(lf_ppool *p) {
        i++) {
     lf_proc *w = &p->procs[i];
     if (w->state != W_IDLE) continue;
-    if (p->rhead != NULL) {   /* sent before, to a worker that died */
-      lf_future *f = p->rhead;
-      p->rhead = f->next_queued;
-      if (p->rhead == NULL) p->rtail = NULL;
-      send_task_locked(p, w, f);
+    if (p->retry.head != NULL) {   /* sent before, to a worker that died */
+      send_task_locked(p, w, lf_queue_pop(&p->retry));
       continue;
     }
-    while (p->head != NULL && p->base.broken == NULL) {
-      lf_future *f = p->head;
-      p->head = f->next_queued;
-      if (p->head == NULL) p->tail = NULL;
-      p->queued--;
+    while (p->queue.head != NULL && p->base.broken == NULL) {
+      lf_future *f = lf_queue_pop(&p->queue);
       if (lf_future_set_running(f) == 1) {
         send_task_locked(p, w, f);
         break;
@@ -373,10 +311,7 @@ static int pp_submit(lf_executor *ex, lf_future *f) {
     p->reader = R_RUNNING;
   }
   lf_future_retain(f);
-  f->next_queued = NULL;
-  if (p->tail) p->tail->next_queued = f; else p->head = f;
-  p->tail = f;
-  p->queued++;
+  lf_queue_push(&p->queue, f);
   if (p->nidle > 0)
     dispatch_locked(p);
   else if (p->nprocs < p->max_workers && !p->spawn_blocked)
@@ -390,7 +325,7 @@ static void pp_shutdown(lf_executor *ex, int cancel) {
   lf_future *q = NULL;
   lf_lock(&p->mu);
   p->shutdown = 1;
-  if (cancel) q = take_queue_locked(p);
+  if (cancel) q = lf_queue_take(&p->queue);
   wake_locked(p);
   lf_unlock(&p->mu);
   lf_future_cancel_queue(q);
@@ -415,24 +350,23 @@ static int pp_join(lf_executor *ex, double until) {
 static void pp_describe(lf_executor *ex, char *buf, size_t size) {
   lf_ppool *p = (lf_ppool *)ex;
   lf_lock(&p->mu);
-  size_t again = 0;
-  for (lf_future *f = p->rhead; f != NULL; f = f->next_queued) again++;
   snprintf(buf, size, "%d/%d workers, %zu queued%s", p->nprocs,
-           p->max_workers, p->queued + again, p->base.broken ? ", broken"
+           p->max_workers, lf_queue_count(&p->queue) +
+           lf_queue_count(&p->retry), p->base.broken ? ", broken"
                                       : p->shutdown ? ", shut down" : "");
   lf_unlock(&p->mu);
 }
 
 static void pp_destroy(lf_executor *ex) {
   lf_ppool *p = (lf_ppool *)ex;
-  lf_future_cancel_queue(take_queue_locked(p));
+  lf_future_cancel_queue(lf_queue_take(&p->queue));
   free(p->procs);   /* every slot is FREE: the reader reaped them all */
   free(p->pfds);
   free(p->pfd_proc);
   free(p->init);
   free(p->exe);
   free(p->spawn_path);
-  free(p->base.broken);
+  lf_executor_free_broken(&p->base);
   if (p->efd >= 0) close(p->efd);
   LF_CHECK(pthread_mutex_destroy(&p->mu));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));
@@ -606,7 +540,6 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
         dispatch_locked(p);   /* the next task first: the worker waits */
         wind_down_locked(p);
       }
-      f->remote = 1;   /* untrusted bytes: decoded without handles */
       lf_future_finish(f, payload, (int)fr->flag);
       lf_future_release(f);
       break;
@@ -798,7 +731,7 @@ static void *reader_main(void *arg) {
     if (has_work_locked(p) && p->nidle == 0 && p->base.broken == NULL &&
         !p->spawn_blocked && p->nprocs < p->max_workers) {
       int want = p->max_workers - p->nprocs;
-      size_t work = p->queued + (p->rhead != NULL);
+      size_t work = lf_queue_count(&p->queue) + (p->retry.head != NULL);
       if ((size_t)want > work) want = (int)work;
       spawn_locked(p, want);
       continue;
@@ -902,19 +835,19 @@ static unsigned char *make_init(const char *path, const char *cpath,
   return b;
 }
 
-static lf_executor *process_pool_new(int max_workers, long max_tasks,
-                                     const char *exe, const char *spawn_path,
-                                     const lf_buf *init, const char *path,
-                                     const char *cpath) {
+lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
   lf_ppool *p = calloc(1, sizeof *p);
   if (p == NULL) return NULL;
+  int max_workers = cfg->max_workers;
+  static const lf_buf no_init = LF_BUF_INIT;
   p->efd = -1;
   p->procs = calloc((size_t)max_workers, sizeof *p->procs);
   p->pfds = calloc(1 + 2 * (size_t)max_workers, sizeof *p->pfds);
   p->pfd_proc = calloc(1 + 2 * (size_t)max_workers, sizeof *p->pfd_proc);
-  p->exe = strdup(exe);
-  p->spawn_path = strdup(spawn_path);
-  p->init = make_init(path, cpath, init, &p->init_len);
+  p->exe = strdup(cfg->exe);
+  p->spawn_path = strdup(cfg->spawn_path);
+  p->init = make_init(cfg->path, cfg->cpath, cfg->init ? cfg->init : &no_init,
+                      &p->init_len);
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (!p->procs || !p->pfds || !p->pfd_proc || !p->exe || !p->spawn_path ||
       !p->init || p->efd < 0) {
@@ -923,153 +856,15 @@ static lf_executor *process_pool_new(int max_workers, long max_tasks,
     free(p->spawn_path); free(p->init); free(p);
     return NULL;
   }
+  /* The initializer travels inside INIT: the pool keeps no lf_buf of it. */
+  if (cfg->init != NULL) lf_buf_free(cfg->init);
   for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
-  p->base.ops = &pp_ops;
-  atomic_init(&p->base.refs, 1);
+  lf_executor_init(&p->base, &pp_ops, cfg);
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));
   lf_cond_init(&p->exit_cv);
+  lf_queue_init(&p->queue);
+  lf_queue_init(&p->retry);
   p->max_workers = max_workers;
-  p->max_tasks = max_tasks;
-  p->opts = lf_codec_defaults;
-  p->opts.in_process = 0;
+  p->max_tasks = cfg->max_tasks_per_child;
   return &p->base;
-}
-
-/* ---- finding the worker interpreter ---- */
-
-static pthread_once_t module_dir_once = PTHREAD_ONCE_INIT;
-static char module_dir[PATH_MAX];   /* where core.so is, or "" */
-
-static void find_module_dir(void) {
-  Dl_info info;
-  if (dladdr((void *)lf_bind_process_pool, &info) == 0 ||
-      info.dli_fname == NULL)
-    return;
-  char *real = realpath(info.dli_fname, NULL);
-  if (real == NULL) return;
-  char *slash = strrchr(real, '/');
-  if (slash != NULL) {
-    *slash = '\0';
-    snprintf(module_dir, sizeof module_dir, "%s", real);
-  }
-  free(real);
-}
-
-static int is_executable(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
-         access(path, X_OK) == 0;
-}
-
-/* Does dir end with the directories `tail` ("/lib/lua/5.4/futures")? */
-static int ends_with(const char *dir, const char *tail) {
-  size_t a = strlen(dir), b = strlen(tail);
-  return a >= b && strcmp(dir + a - b, tail) == 0;
-}
-
-/* Find the interpreter; copy it into exe (absolute) and what to execute
-** into spawn. Raises an error saying where it looked when there is none.
-** [-0,+0,v] */
-static void find_worker(lua_State *L, const char *opt, char *exe,
-                        char *spawn) {
-  const char *how = "the worker option";
-  const char *given = opt;
-  if (given == NULL) {
-    given = getenv("LUA_FUTURES_WORKER");
-    how = "LUA_FUTURES_WORKER";
-    if (given != NULL && given[0] == '\0') given = NULL;
-  }
-  if (given != NULL) {   /* an explicit choice is used or refused */
-    if (!is_executable(given) || realpath(given, exe) == NULL)
-      luaL_error(L, "ProcessPoolExecutor: the worker interpreter '%s' "
-                    "(from %s) is not an executable file", given, how);
-    strcpy(spawn, exe);
-    return;
-  }
-  if (lf_process_worker_main != NULL) {   /* we are bin/lua-futures */
-    /* Its path, so that workers show as lua-futures in ps; or, if that
-    ** file is no longer the one running (rebuilt, moved), /proc/self/exe,
-    ** which still is. */
-    struct stat self, there;
-    ssize_t n = readlink("/proc/self/exe", exe, PATH_MAX - 1);
-    exe[n < 0 ? 0 : n] = '\0';
-    if (n > 0 && stat("/proc/self/exe", &self) == 0 &&
-        stat(exe, &there) == 0 && self.st_dev == there.st_dev &&
-        self.st_ino == there.st_ino && access(exe, X_OK) == 0) {
-      strcpy(spawn, exe);
-    } else {
-      strcpy(spawn, "/proc/self/exe");
-      if (n <= 0) strcpy(exe, spawn);
-    }
-    return;
-  }
-  pthread_once(&module_dir_once, find_module_dir);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "ProcessPoolExecutor: cannot find the lua-futures "
-                     "interpreter that runs worker processes; looked at: "
-                     "the worker option (not given), LUA_FUTURES_WORKER "
-                     "(not set)");
-  if (module_dir[0] != '\0') {
-    char cand[2][PATH_MAX + 64];
-    int nc = 0;
-    if (ends_with(module_dir, "/lib/lua/" LUA_VERSION_MAJOR "."
-                  LUA_VERSION_MINOR "/futures"))   /* an install */
-      snprintf(cand[nc++], sizeof cand[0], "%s/../../../../bin/lua-futures",
-               module_dir);
-    snprintf(cand[nc++], sizeof cand[0], "%s/../../bin/lua-futures",
-             module_dir);   /* the build tree: build/futures/core.so */
-    for (int i = 0; i < nc; i++) {
-      char real[PATH_MAX];
-      if (is_executable(cand[i]) && realpath(cand[i], real) != NULL) {
-        strcpy(exe, real);
-        strcpy(spawn, real);
-        return;
-      }
-      lua_pushfstring(L, ", %s (not found)", cand[i]);
-      luaL_addvalue(&b);
-    }
-  } else {
-    luaL_addstring(&b, ", beside futures.core (its path is unknown)");
-  }
-  luaL_addstring(&b, ". Install lua-futures with `make install`, or set "
-                     "LUA_FUTURES_WORKER or the worker option.");
-  luaL_pushresult(&b);
-  lua_error(L);
-}
-
-/* core.process_pool(max_workers, initializer, initargs,
-**                   max_tasks_per_child, worker) */
-static int core_process_pool(lua_State *L) {
-  lua_Integer max_workers = luaL_checkinteger(L, 1);
-  luaL_argcheck(L, max_workers > 0, 1, "max_workers must be greater than 0");
-  luaL_argcheck(L, max_workers <= 4096, 1,
-                "max_workers is too large (max 4096)");
-  lua_Integer max_tasks = luaL_optinteger(L, 4, 0);
-  luaL_argcheck(L, max_tasks >= 0, 4, "max_tasks_per_child must be positive");
-  const char *opt = luaL_optstring(L, 5, NULL);
-  lua_settop(L, 5);
-  char exe[PATH_MAX], spawn[PATH_MAX];
-  find_worker(L, opt, exe, spawn);
-  /* The userdata first: nothing below may raise once init is encoded. */
-  lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = NULL;
-  luaL_setmetatable(L, LF_EXECUTOR_MT);
-  const char *path, *cpath;
-  lf_push_paths(L, &path, &cpath);
-  lf_buf init = LF_BUF_INIT;
-  lf_encode_initializer(L, 2, 3, &init, 0);
-  lf_executor *ex = process_pool_new((int)max_workers, (long)max_tasks, exe,
-                                     spawn, &init, path, cpath);
-  lf_buf_free(&init);
-  if (ex == NULL) return luaL_error(L, "not enough memory");
-  lua_pop(L, 2);   /* the paths: the userdata is on top again */
-  lf_adopt_executor(L, ud, ex);
-  return 1;
-}
-
-void lf_bind_process_pool(lua_State *L) {
-  pthread_once(&module_dir_once, find_module_dir);
-  lua_pushcfunction(L, core_process_pool);
-  lua_setfield(L, -2, "process_pool");
 }

@@ -3,7 +3,7 @@
 ** ProcessPoolExecutor. It reads an INIT frame (package.path and cpath, the
 ** initializer), builds its lua_State, then runs TASK frames one at a time
 ** and answers each with a RESULT frame, until end-of-file on its socket.
-** The frames are described in lf_process_pool.h. Interpreter-only: the
+** The frames are described in lf_proto.h. Interpreter-only: the
 ** module's core.so never contains it.
 **
 ** Threads: the main thread does all of the above and owns the lua_State. A
@@ -39,10 +39,10 @@
 #include "lauxlib.h"
 
 #include "lf_common.h"
-#include "lf_core.h"
-#include "lf_process.h"
-#include "lf_process_pool.h"
-#include "lf_worker.h"
+#include "lf_process_worker.h"
+#include "lf_proto.h"
+#include "lf_state.h"
+#include "lf_task.h"
 
 #define EXIT_PROTOCOL 3   /* the host sent something we do not understand */
 
@@ -282,7 +282,7 @@ static lua_State *start(rbuf *rb, const lf_codec_opts *opts) {
   if (L == NULL) init_failed("not enough memory to start a worker");
   if (p < end) {
     begin_busy();
-    if (lf_worker_init(L, p, (size_t)(end - p), opts) != 0) {
+    if (lf_task_init(L, p, (size_t)(end - p), opts) != 0) {
       const char *why = lua_tostring(L, -1);
       char msg[1024];
       snprintf(msg, sizeof msg, "initializer failed: %s", why ? why : "?");
@@ -342,7 +342,7 @@ int lf_process_worker_main(int argc, char **argv) {
     note_arrival();
     begin_busy();
     lf_buf out = LF_BUF_INIT;
-    int failed = lf_worker_run(L, (lf_taskkind)fr.flag, payload,
+    int failed = lf_task_run(L, (lf_taskkind)fr.flag, payload,
                                (size_t)fr.len, &out, &opts);
     if (check_size(L, &out, &opts) > 0) failed = 1;
     fflush(stdout);   /* what the task printed comes before its result */
@@ -352,6 +352,6 @@ int lf_process_worker_main(int argc, char **argv) {
     atomic_store(&busy, 0);
   }
   free(rb.data);
-  lua_close(L);
+  lf_close_state(L);
   return status;
 }

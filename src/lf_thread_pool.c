@@ -29,18 +29,17 @@
 #include "lauxlib.h"
 
 #include "lf_common.h"
-#include "lf_core.h"
-#include "lf_executor.h"
+#include "lf_state.h"
+#include "lf_task.h"
 #include "lf_thread_pool.h"
-#include "lf_worker.h"
 
 typedef struct lf_pool {
   lf_executor base;
   pthread_mutex_t mu;
   pthread_cond_t work_cv;     /* idle workers wait here */
   pthread_cond_t exit_cv;     /* join waits here for nlive == 0 */
-  lf_future *head, *tail;     /* the queue */
-  atomic_size_t queued;       /* also read, without the lock, by spinners */
+  lf_queue queue;             /* its count is read, without the lock, by
+                                 spinners */
   int max_workers;
   int nthreads;               /* started (and not yet joined) */
   int nlive;                  /* started and not yet exited */
@@ -53,61 +52,16 @@ typedef struct lf_pool {
   lf_buf init;                /* encoded initializer and initargs, or empty */
   char *path, *cpath;         /* package.path/cpath for worker states */
   char name[16];
-  lf_codec_opts opts;
 } lf_pool;
-
-/* Fail every queued future with msg (the pool is broken) or cancel them.
-** Called with pool->mu held; the futures' references are dropped after. */
-static lf_future *take_queue_locked(lf_pool *p) {
-  lf_future *q = p->head;
-  p->head = p->tail = NULL;
-  atomic_store_explicit(&p->queued, 0, memory_order_relaxed);
-  return q;
-}
-
-static void fail_futures(lf_future *q, const char *type, const char *msg,
-                         const lf_codec_opts *opts);
-
-
-/* The reason of a pool broken while memory was too short to copy the real
-** one: a pool must be marked broken whatever happens. Never freed. */
-static char broken_no_memory[] = "a worker failed to start (not enough memory)";
 
 /* Mark the pool broken (once) and fail what is queued. */
 static void break_pool(lf_pool *p, const char *why) {
   lf_lock(&p->mu);
   lf_future *q = NULL;
-  if (p->base.broken == NULL) {
-    p->base.broken = strdup(why ? why : "initializer failed");
-    if (p->base.broken == NULL) p->base.broken = broken_no_memory;
-    q = take_queue_locked(p);
-  }
+  if (lf_executor_mark_broken(&p->base, why)) q = lf_queue_take(&p->queue);
   lf_broadcast(&p->work_cv);
   lf_unlock(&p->mu);
-  fail_futures(q, "BrokenThreadPool",
-               p->base.broken ? p->base.broken : "pool is broken", &p->opts);
-}
-
-/* Build the error object of a broken pool in a scratch state and finish
-** each future with it, so that result() raises a BrokenThreadPool table. */
-static void fail_futures(lf_future *q, const char *type, const char *msg,
-                         const lf_codec_opts *opts) {
-  if (q == NULL) return;
-  lua_State *L = luaL_newstate();
-  while (q != NULL) {
-    lf_future *next = q->next_queued;
-    if (lf_future_set_running(q) == 1) {
-      lf_buf err = LF_BUF_INIT;
-      if (L != NULL && lf_error_encode(L, type, msg, &err, opts) == 0)
-        lf_future_finish(q, &err, 1);
-      else
-        lf_future_cancel(q);   /* not even memory for the error: cancel */
-      lf_buf_free(&err);
-    }
-    lf_future_release(q);
-    q = next;
-  }
-  if (L != NULL) lua_close(L);
+  lf_fail_queue(q, "BrokenThreadPool", p->base.broken, &p->base.opts);
 }
 
 /* Complete `done` (the task just run, if any) and take the next task, or
@@ -123,11 +77,8 @@ static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
     lf_future_release(done);
   }
   for (;;) {
-    lf_future *f = p->head;
-    if (f != NULL && p->base.broken == NULL) {
-      p->head = f->next_queued;
-      if (p->head == NULL) p->tail = NULL;
-      atomic_fetch_sub_explicit(&p->queued, 1, memory_order_relaxed);
+    if (p->queue.head != NULL && p->base.broken == NULL) {
+      lf_future *f = lf_queue_pop(&p->queue);
       lf_unlock(&p->mu);
       return f;
     }
@@ -140,7 +91,7 @@ static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
       lf_unlock(&p->mu);
       double until = lf_now() + LF_SPIN_WORKER;
       for (unsigned i = 1;; i++) {
-        if (atomic_load_explicit(&p->queued, memory_order_acquire) > 0) break;
+        if (lf_queue_count(&p->queue) > 0) break;
         if ((i & 63) == 0) {
           if (lf_now() >= until) break;
           sched_yield();   /* on a full machine, the submitter runs first */
@@ -174,7 +125,7 @@ static void *worker_main(void *arg) {
   if (L == NULL) {
     break_pool(p, "not enough memory to start a worker");
   } else if (p->init.len > 0 &&
-             lf_worker_init(L, p->init.data, p->init.len, &p->opts) != 0) {
+             lf_task_init(L, p->init.data, p->init.len, &p->base.opts) != 0) {
     char why[512];
     snprintf(why, sizeof why, "initializer failed: %s", lua_tostring(L, -1));
     break_pool(p, why);
@@ -186,12 +137,12 @@ static void *worker_main(void *arg) {
       lf_buf_free(&out);   /* left over only if the future was done already */
       failed = 0;
       if (lf_future_set_running(f) == 1)
-        failed = lf_worker_run(L, f->kind, f->call.data, f->call.len, &out,
-                               &p->opts);
+        failed = lf_task_run(L, f->kind, f->call.data, f->call.len, &out,
+                             &p->base.opts);
     }
     lf_buf_free(&out);
   }
-  if (L != NULL) lua_close(L);
+  if (L != NULL) lf_close_state(L);
   lf_lock(&p->mu);
   p->nlive--;
   if (p->nlive == 0) lf_broadcast(&p->exit_cv);
@@ -232,10 +183,7 @@ static int pool_submit(lf_executor *ex, lf_future *f) {
     }
   }
   lf_future_retain(f);
-  f->next_queued = NULL;
-  if (p->tail) p->tail->next_queued = f; else p->head = f;
-  p->tail = f;
-  atomic_fetch_add_explicit(&p->queued, 1, memory_order_release);
+  lf_queue_push(&p->queue, f);
   lf_unlock(&p->mu);
   return LF_SUBMIT_OK;
 }
@@ -245,7 +193,7 @@ static void pool_shutdown(lf_executor *ex, int cancel) {
   lf_future *q = NULL;
   lf_lock(&p->mu);
   p->shutdown = 1;
-  if (cancel) q = take_queue_locked(p);
+  if (cancel) q = lf_queue_take(&p->queue);
   lf_broadcast(&p->work_cv);
   lf_unlock(&p->mu);
   lf_future_cancel_queue(q);
@@ -273,19 +221,19 @@ static void pool_describe(lf_executor *ex, char *buf, size_t size) {
   lf_pool *p = (lf_pool *)ex;
   lf_lock(&p->mu);
   snprintf(buf, size, "%d/%d workers, %zu queued%s", p->nlive, p->max_workers,
-           (size_t)atomic_load(&p->queued), p->base.broken ? ", broken"
+           lf_queue_count(&p->queue), p->base.broken ? ", broken"
                       : p->shutdown ? ", shut down" : "");
   lf_unlock(&p->mu);
 }
 
 static void pool_destroy(lf_executor *ex) {
   lf_pool *p = (lf_pool *)ex;
-  lf_future_cancel_queue(take_queue_locked(p));
+  lf_future_cancel_queue(lf_queue_take(&p->queue));
   lf_buf_free(&p->init);
   free(p->threads);
   free(p->path);
   free(p->cpath);
-  if (p->base.broken != broken_no_memory) free(p->base.broken);
+  lf_executor_free_broken(&p->base);
   LF_CHECK(pthread_mutex_destroy(&p->mu));
   LF_CHECK(pthread_cond_destroy(&p->work_cv));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));
@@ -297,28 +245,27 @@ static const lf_executor_ops pool_ops = {
   pool_submit, pool_shutdown, pool_join, pool_describe, pool_destroy,
 };
 
-lf_executor *lf_thread_pool_new(int max_workers, const char *name,
-                                 lf_buf *init, const char *path,
-                                 const char *cpath) {
+lf_executor *lf_thread_pool_new(const lf_pool_config *cfg) {
   lf_pool *p = calloc(1, sizeof *p);
   if (p == NULL) return NULL;
-  p->threads = calloc((size_t)max_workers, sizeof *p->threads);
-  p->path = path ? strdup(path) : NULL;
-  p->cpath = cpath ? strdup(cpath) : NULL;
-  if (p->threads == NULL || (path && !p->path) || (cpath && !p->cpath)) {
+  p->threads = calloc((size_t)cfg->max_workers, sizeof *p->threads);
+  p->path = cfg->path ? strdup(cfg->path) : NULL;
+  p->cpath = cfg->cpath ? strdup(cfg->cpath) : NULL;
+  if (p->threads == NULL || (cfg->path && !p->path) ||
+      (cfg->cpath && !p->cpath)) {
     free(p->threads); free(p->path); free(p->cpath); free(p);
     return NULL;
   }
-  p->base.ops = &pool_ops;
-  atomic_init(&p->base.refs, 1);
+  lf_executor_init(&p->base, &pool_ops, cfg);
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));
   lf_cond_init(&p->work_cv);
   lf_cond_init(&p->exit_cv);
-  p->max_workers = max_workers;
-  if (name) snprintf(p->name, sizeof p->name, "%s", name);
-  p->opts = lf_codec_defaults;
-  p->opts.in_process = 1;
-  p->init = *init;
-  memset(init, 0, sizeof *init);
+  lf_queue_init(&p->queue);
+  p->max_workers = cfg->max_workers;
+  if (cfg->name) snprintf(p->name, sizeof p->name, "%s", cfg->name);
+  if (cfg->init != NULL) {
+    p->init = *cfg->init;
+    memset(cfg->init, 0, sizeof *cfg->init);
+  }
   return &p->base;
 }

@@ -13,7 +13,7 @@
 ** state, which Lua makes safe to do asynchronously (lua.c relies on the same).
 ** The handler is installed only while user code runs (call_user), so Ctrl-C
 ** at the prompt or during start-up ends the process at once, as in lua5.4.
-** A blocking call of the core sees the hook appear (lf_intr_check) and
+** A blocking call of the core sees the hook appear (lf_intr_pending) and
 ** raises "interrupted!" itself.
 **
 ** Ownership: main creates the state and closes it before returning; closing
@@ -33,9 +33,9 @@
 #include "lualib.h"
 
 #include "lf_common.h"
-#include "lf_core.h"
 #include "lf_preload.h"
-#include "lf_process.h"
+#include "lf_process_worker.h"
+#include "lf_state.h"
 
 #define PROGNAME "lua-futures"
 
@@ -517,8 +517,8 @@ int main(int argc, char **argv) {
   lua_State *L;
   int status, ok;
   /* Worker states, in this process or a worker process, get the embedded
-  ** modules too. */
-  lf_state_setup = lf_preload_open;
+  ** modules too, and process pools run this executable as their worker. */
+  lf_state_set_interpreter(lf_preload_open);
   if (argc > 1 && strcmp(argv[1], LF_WORKER_FLAG) == 0)
     return lf_process_worker_main(argc, argv);
   L = luaL_newstate();

@@ -132,7 +132,8 @@ function futures.ThreadPoolExecutor(opts)
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
     error("bad argument to 'ThreadPoolExecutor' (initargs must be a table)", 2)
   end
-  return core.thread_pool(n, opts.name, opts.initializer, opts.initargs)
+  return core.thread_pool{ max_workers = n, name = opts.name,
+    initializer = opts.initializer, initargs = opts.initargs }
 end
 
 local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
@@ -161,7 +162,10 @@ function futures.ProcessPoolExecutor(opts)
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
     error("bad argument to 'ProcessPoolExecutor' (initargs must be a table)", 2)
   end
-  return core.process_pool(n, opts.initializer, opts.initargs, per_child, opts.worker)
+  local ok, ex = pcall(core.process_pool, { max_workers = n, initializer = opts.initializer,
+    initargs = opts.initargs, max_tasks_per_child = per_child, worker = opts.worker })
+  if not ok then error(ex, 2) end
+  return ex
 end
 
 ---------------------------------------------------------------- map
@@ -349,6 +353,6 @@ function futures.as_completed(fs, timeout)
   return next_done, nil, nil, waiter
 end
 
-futures.progress = require "futures.progress"  -- issue 9: progress lines
+futures.progress = require "futures.progress"
 
 return futures

@@ -27,6 +27,7 @@
 ---| "BrokenThreadPool"   # a thread pool's initializer failed (a BrokenExecutor)
 ---| "BrokenProcessPool"  # a process pool's initializer failed or a worker died (a BrokenExecutor)
 ---| "InvalidStateError"  # set_result/set_exception/set_running_or_notify_cancel on a future in the wrong state
+---| "RuntimeError"       # submit after shutdown, or no worker could be started
 
 ---An error class: the metatable of the errors of one type, with that
 ---`type`; give it to `futures.iserror`.
@@ -188,6 +189,7 @@ function Executor:shutdown(opts) end
 ---@field BrokenThreadPool futures.ErrorClass
 ---@field BrokenProcessPool futures.ErrorClass
 ---@field InvalidStateError futures.ErrorClass
+---@field RuntimeError futures.ErrorClass
 local futures = {}
 
 ---An executor whose workers are native threads, each with its own lua_State.

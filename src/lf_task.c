@@ -1,5 +1,5 @@
 /*
-** lf_worker.c — runs tasks in a worker's lua_State (see lf_worker.h).
+** lf_task.c — runs tasks in a worker's lua_State (see lf_task.h).
 **
 ** Threads: only the thread that owns L calls these.
 ** Ownership: everything decoded lives in L and is popped before returning;
@@ -8,7 +8,7 @@
 #include "lauxlib.h"
 
 #include "lf_common.h"
-#include "lf_worker.h"
+#include "lf_task.h"
 
 static const char TRACEBACK_KEY = 't';  /* registry: last task's traceback */
 
@@ -175,7 +175,7 @@ static int protected_failure(lua_State *L) {
   return 0;
 }
 
-int lf_worker_run(lua_State *L, lf_taskkind kind, const unsigned char *call,
+int lf_task_run(lua_State *L, lf_taskkind kind, const unsigned char *call,
                   size_t len, lf_buf *out, const lf_codec_opts *opts) {
   int top = lua_gettop(L);
   run_args a = { kind, call, len, out, opts, 0 };
@@ -211,7 +211,7 @@ static int protected_init(lua_State *L) {
   return 0;
 }
 
-int lf_worker_init(lua_State *L, const unsigned char *call, size_t len,
+int lf_task_init(lua_State *L, const unsigned char *call, size_t len,
                    const lf_codec_opts *opts) {
   run_args a = { LF_TASK_CALL, call, len, NULL, opts, 0 };
   lua_pushcfunction(L, protected_init);

@@ -1,0 +1,70 @@
+/*
+** lf_buf.h — the byte buffer every crossing between two lua_States uses,
+** and the registry of shared-handle kinds: the runtime's own objects
+** (futures, executors, queues, shared arrays) that travel between the
+** states of one process as a pointer to the same reference-counted C object.
+**
+** Threads: an lf_buf is plain memory: it may be handed to any thread, and
+** lf_buf_free may run on any thread (a handle's release is thread-safe by
+** contract). The kind table only grows: lf_kind_register appends under a
+** private mutex (luaopen may run in several states, on several threads) and
+** publishes the new count with a release store; readers load the count
+** with acquire and read the entries below it without a lock.
+**
+** Ownership: an lf_buf owns its bytes and one reference to every handle
+** recorded in it; lf_buf_free releases both. A registered kind must outlive
+** every buffer and state of the process (kinds are static structs).
+*/
+#ifndef LF_BUF_H
+#define LF_BUF_H
+
+#include <stddef.h>
+
+#include "lua.h"
+
+/* A kind of shared handle. The userdata of such an object holds exactly
+** one `void *` to it. */
+typedef struct lf_handle_kind {
+  const char *tname;                    /* its metatable name */
+  void (*retain)(void *obj);            /* +1 reference; any thread */
+  void (*release)(void *obj);           /* -1 reference; any thread */
+  void (*push)(lua_State *L, void *obj);/* push a new userdata for obj that
+                                           owns a new reference [-0,+1,m] */
+} lf_handle_kind;
+
+#define LF_MAX_KINDS 8
+
+/* Register a kind (idempotent for the same pointer); call from luaopen.
+** Returns 0, or -1 when the table is full. Any thread. */
+int lf_kind_register(const lf_handle_kind *kind);
+int lf_kind_count(void);                       /* kinds registered so far */
+const lf_handle_kind *lf_kind_at(int i);       /* 0 <= i < lf_kind_count() */
+
+typedef struct lf_buf_handle {
+  const lf_handle_kind *kind;
+  void *obj;
+} lf_buf_handle;
+
+typedef struct lf_buf {
+  unsigned char *data;
+  size_t len, cap;
+  lf_buf_handle *handles;   /* references owned by this buffer */
+  size_t nhandles, hcap;
+} lf_buf;
+
+#define LF_BUF_INIT { NULL, 0, 0, NULL, 0, 0 }
+
+/* Free the bytes and release every handle reference; leaves *b empty and
+** reusable. Safe on an empty buffer and safe to call twice. */
+void lf_buf_free(lf_buf *b);
+
+/* Record one more handle reference in b (the caller has taken it).
+** Returns 0, or -1 when out of memory (the reference is then the
+** caller's to drop). */
+int lf_buf_add_handle(lf_buf *b, const lf_handle_kind *kind, void *obj);
+
+/* Give back slack beyond len (a buffer that will wait long in a queue).
+** Keeps the buffer as it is when realloc fails. */
+void lf_buf_shrink(lf_buf *b);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+** lf_context.c — the per-state context (lf_context.h): callbacks inbox,
+** callbacks waiting by future, executors to join at lua_close.
+**
+** Threads: only the thread that owns the state.
+** Ownership: see lf_context.h. The callbacks waiting in a state are a Lua
+** table (the context's user value): future pointer (light userdata) ->
+** { future userdata, fn, fn... }; it keeps the userdata and the functions
+** alive until the callbacks ran.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lauxlib.h"
+
+#include "lf_common.h"
+#include "lf_context.h"
+
+static const char CTX_KEY = 'c';       /* registry: the lf_ctx userdata */
+#define CTX_MT "futures.context"
+
+/* Pushes the table of callbacks waiting in this state. [-0,+1,-] */
+static void push_pending(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
+}
+
+static int report_callback_error(lua_State *L) {
+  fprintf(stderr, "lua-futures: exception calling a done callback: %s\n",
+          luaL_tolstring(L, 1, NULL));
+  fflush(stderr);
+  return 0;
+}
+
+void lf_call_callback(lua_State *L) {
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+  lua_pushcfunction(L, report_callback_error);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fputs("lua-futures: exception calling a done callback "
+          "(its error value could not be printed)\n", stderr);
+    lua_pop(L, 1);
+  }
+}
+
+/* Runs the callbacks of the completed future f (one reference, which this
+** drops). At lua_close the future's userdata may have been finalized
+** before the context: the callbacks then get a new userdata, released
+** here because no finalizer runs for objects made while a state closes.
+** [-0,+0,-] */
+static int run_for(lua_State *L, lf_future *f) {
+  int ran = 0;
+  push_pending(L);
+  if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    lua_rawsetp(L, -3, f);
+    lua_rawgeti(L, t, 1);
+    lf_future **ud = lua_touserdata(L, -1);
+    lf_future **fresh = NULL;
+    if (ud == NULL || *ud == NULL) {
+      lua_pop(L, 1);
+      fresh = lua_newuserdatauv(L, sizeof *fresh, 1);
+      *fresh = NULL;
+      luaL_setmetatable(L, LF_FUTURE_MT);
+      lf_future_retain(f);
+      *fresh = f;
+    }
+    int ud_idx = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+    for (lua_Integer i = 2; i <= n; i++) {
+      lua_rawgeti(L, t, i);
+      lua_pushvalue(L, ud_idx);
+      lf_call_callback(L);
+      ran++;
+    }
+    if (fresh != NULL && *fresh != NULL) {
+      lf_future_release(*fresh);
+      *fresh = NULL;
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  lf_future_release(f);
+  return ran;
+}
+
+int lf_run_callbacks(lua_State *L) {
+  lf_ctx *ctx = lf_testctx(L);
+  /* A callback that calls result() enters here again: the outer loop runs
+  ** everything, so the inner call returns at once (no deep recursion). */
+  if (ctx == NULL || ctx->draining || ctx->inbox == NULL ||
+      atomic_load_explicit(&ctx->inbox->pending, memory_order_acquire) == 0)
+    return 0;
+  ctx->draining = 1;
+  int ran = 0;
+  lf_future *f;
+  while ((f = lf_inbox_pop(ctx->inbox)) != NULL) ran += run_for(L, f);
+  ctx->draining = 0;
+  return ran;
+}
+
+int lf_has_pending_callbacks(lua_State *L) {
+  lf_ctx *ctx = lf_testctx(L);
+  if (ctx == NULL) return 0;
+  push_pending(L);
+  lua_pushnil(L);
+  int any = lua_next(L, -2) != 0;
+  lua_pop(L, any ? 3 : 1);
+  return any;
+}
+
+int lf_add_callback(lua_State *L, int uidx, lf_future *f, int fidx) {
+  lf_ctx *ctx = lf_getctx(L);
+  uidx = lua_absindex(L, uidx);
+  fidx = lua_absindex(L, fidx);
+  push_pending(L);
+  int t = lua_gettop(L);
+  if (lua_rawgetp(L, t, f) == LUA_TTABLE) {   /* more for a watched future */
+    lua_pushvalue(L, fidx);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 2);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, uidx);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, fidx);
+  lua_rawseti(L, -2, 2);
+  lua_rawsetp(L, t, f);
+  int rc = lf_inbox_watch(ctx->inbox, f);
+  if (rc == 1) { lua_pop(L, 1); return 1; }
+  lua_pushnil(L);
+  lua_rawsetp(L, t, f);
+  lua_pop(L, 1);
+  if (rc < 0) luaL_error(L, "not enough memory");
+  return 0;
+}
+
+static int ctx_gc(lua_State *L) {
+  lf_ctx *ctx = luaL_checkudata(L, 1, CTX_MT);
+  /* Shut everything down first, then join: a worker of one pool may be
+  ** waiting on a future of another. */
+  for (size_t i = 0; i < ctx->nowned; i++)
+    ctx->owned[i]->ops->shutdown(ctx->owned[i], 0);
+  for (size_t i = 0; i < ctx->nowned; i++)
+    ctx->owned[i]->ops->join(ctx->owned[i], -1);
+  /* Every task of this state's pools has ended: run what is due, as
+  ** Python runs every callback before its interpreter exits. */
+  lf_run_callbacks(L);
+  for (size_t i = 0; i < ctx->nowned; i++) lf_executor_release(ctx->owned[i]);
+  free(ctx->owned);
+  ctx->owned = NULL;
+  ctx->nowned = ctx->capowned = 0;
+  if (ctx->inbox) { lf_inbox_close(ctx->inbox); ctx->inbox = NULL; }
+  return 0;
+}
+
+void lf_ctx_open(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY) != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 1);
+  lf_ctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 1);
+  memset(ctx, 0, sizeof *ctx);
+  if (luaL_newmetatable(L, CTX_MT)) {
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  ctx->inbox = lf_inbox_new();
+  if (ctx->inbox == NULL) luaL_error(L, "not enough memory");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+}
+
+lf_ctx *lf_testctx(lua_State *L) {
+  lf_ctx *ctx = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY) == LUA_TUSERDATA)
+    ctx = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return ctx;
+}
+
+lf_ctx *lf_getctx(lua_State *L) {
+  lf_ctx *ctx = lf_testctx(L);
+  if (ctx == NULL) {
+    lf_ctx_open(L);
+    ctx = lf_testctx(L);
+  }
+  return ctx;
+}
+
+void lf_own_executor(lua_State *L, lf_executor *ex) {
+  lf_ctx *ctx = lf_getctx(L);
+  /* Reap first: join and free the executors nobody can reach any more. */
+  size_t keep = 0;
+  for (size_t i = 0; i < ctx->nowned; i++) {
+    lf_executor *old = ctx->owned[i];
+    if (atomic_load(&old->refs) == 1 && old->ops->join(old, 0) == 1)
+      lf_executor_release(old);
+    else
+      ctx->owned[keep++] = old;
+  }
+  ctx->nowned = keep;
+  if (ctx->nowned == ctx->capowned) {
+    size_t cap = ctx->capowned ? ctx->capowned * 2 : 8;
+    lf_executor **owned = realloc(ctx->owned, cap * sizeof *owned);
+    if (owned == NULL) {
+      ex->ops->shutdown(ex, 1);
+      ex->ops->join(ex, -1);
+      lf_executor_release(ex);
+      luaL_error(L, "not enough memory");
+    }
+    ctx->owned = owned;
+    ctx->capowned = cap;
+  }
+  ctx->owned[ctx->nowned++] = ex;
+}

@@ -1,0 +1,69 @@
+/*
+** lf_core_lua.c — the functions of futures.core that belong to no object:
+** cpu_count, monotonic, sleep, poll, and the error classes.
+**
+** Threads: the thread that owns the calling state.
+** Ownership: nothing outside the state.
+*/
+#include <time.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+
+#include "lf_bind.h"
+#include "lf_common.h"
+#include "lf_context.h"
+#include "lf_error.h"
+#include "lf_state.h"
+
+static int core_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n < 1 ? 1 : n);
+  return 1;
+}
+
+static int core_monotonic(lua_State *L) {
+  lua_pushnumber(L, lf_now());
+  return 1;
+}
+
+static int core_sleep(lua_State *L) {
+  lua_Number secs = luaL_checknumber(L, 1);
+  luaL_argcheck(L, secs >= 0, 1, "must be a non-negative number");
+  lf_run_callbacks(L);
+  lf_intr intr;
+  lf_intr_begin(L, &intr);
+  double until = lf_now() + secs;
+  for (;;) {
+    double left = until - lf_now();
+    if (left <= 0) break;
+    if (left > LF_WAIT_SLICE) left = LF_WAIT_SLICE;
+    struct timespec ts = lf_timespec(left);
+    nanosleep(&ts, NULL);  /* EINTR: the check below sees the signal */
+    if (lf_intr_pending(L, &intr)) lf_intr_raise(L, &intr);
+  }
+  lf_run_callbacks(L);
+  return 0;
+}
+
+static int core_poll(lua_State *L) {
+  lua_pushinteger(L, lf_run_callbacks(L));
+  return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+  {"cpu_count", core_cpu_count},
+  {"monotonic", core_monotonic},
+  {"sleep", core_sleep},
+  {"poll", core_poll},
+  {NULL, NULL}
+};
+
+void lf_bind_core(lua_State *L) {
+  luaL_setfuncs(L, core_funcs, 0);
+  lua_pushliteral(L, "lua-futures " LF_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  lf_error_open(L);
+  lf_push_error_classes(L);
+  lua_setfield(L, -2, "errors");
+}

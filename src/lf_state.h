@@ -1,0 +1,65 @@
+/*
+** lf_state.h — the lua_States the runtime creates for its workers, and
+** what the program around the core tells it about states: how to open
+** futures.core in one, and whether this executable is the bundled
+** interpreter (which preloads the embedded Lua modules and is itself the
+** worker of process pools). Also: how a blocking call notices Ctrl-C.
+**
+** Threads: lf_state_set_* are called once, before any worker starts (the
+** module entry at luaopen; main() of bin/lua-futures); the pointers are
+** atomics all the same, because luaopen may run in several states. The
+** other functions run on the thread that owns the state given; a new
+** state belongs to the thread that asked for it.
+**
+** Ownership: lf_new_state returns a state the caller closes with
+** lf_close_state, which also frees its heap record.
+*/
+#ifndef LF_STATE_H
+#define LF_STATE_H
+
+#include <stddef.h>
+
+#include "lua.h"
+
+/* The module entry registers its luaopen, so that worker states can
+** preload futures.core without the lower layers calling back into it. */
+void lf_state_set_opener(lua_CFunction open_core);
+/* bin/lua-futures registers how to preload its embedded modules: every
+** state made from then on gets them, and process pools run this very
+** executable as their worker. */
+void lf_state_set_interpreter(void (*preload)(lua_State *L));
+int lf_state_is_interpreter(void);
+
+/* A fresh state with the standard libraries, futures.core (and, in the
+** interpreter, the embedded modules) preloaded, and package.path/cpath
+** set from path/cpath (NULL keeps the defaults). Its allocator counts the
+** bytes of its heap. Returns NULL when out of memory. */
+lua_State *lf_new_state(const char *path, const char *cpath);
+void lf_close_state(lua_State *L);
+
+/* Bytes in use by a state made by lf_new_state (0 for another state). */
+size_t lf_state_heap(lua_State *L);
+/* Limit a state's heap to `bytes` (0: no limit): an allocation past it
+** fails as out of memory. Returns 0, or -1 for a state not made here. */
+int lf_state_set_limit(lua_State *L, size_t bytes);
+/* Did an allocation fail because of the limit since the last call? Clears
+** the flag. */
+int lf_state_hit_limit(lua_State *L);
+
+/* Open futures.core in L if it was not (its metatables are then
+** registered), as require would. [-0,+0,e] */
+void lf_open_core(lua_State *L);
+
+/* Blocking calls wait in short slices, and between two slices ask whether
+** Ctrl-C arrived. The interpreters (lua5.4 and ours) answer SIGINT by
+** installing a hook on the main state, so a change of hook is the signal.
+** lf_intr_begin records the hook when the wait starts; lf_intr_pending
+** tells whether it changed; lf_intr_raise restores the recorded hook and
+** raises "interrupted!" (release what you hold first). */
+typedef struct lf_intr { lua_Hook hook; int mask, count; } lf_intr;
+void lf_intr_begin(lua_State *L, lf_intr *st);
+int lf_intr_pending(lua_State *L, const lf_intr *st);
+int lf_intr_raise(lua_State *L, const lf_intr *st);   /* [-0,+0,v] */
+#define LF_WAIT_SLICE 0.05   /* seconds between two interrupt checks */
+
+#endif

@@ -25,6 +25,10 @@ local BASES = { BrokenThreadPool = "BrokenExecutor", BrokenProcessPool = "Broken
 --- Is `err` a runtime error of `class` (a class such as futures.TimeoutError,
 -- or its name)? BrokenThreadPool and BrokenProcessPool are BrokenExecutors.
 function futures.iserror(err, class)
+  if rawequal(err, futures) then
+    error("bad argument #1 to 'iserror' (got the futures module; call it with '.': "
+      .. "futures.iserror(...))", 2)
+  end
   local want = type(class) == "table" and class.type or class
   local t = type(err) == "table" and rawget(err, "type")
   while t do
@@ -40,10 +44,32 @@ end
 
 ---------------------------------------------------------------- helpers
 
+-- How a value shows in an error message: numbers and booleans as
+-- themselves, strings quoted after their type (so that "4" does not read as
+-- 4), anything else as its type, or its class name (futures.Future).
+local function show(v)
+  local t = type(v)
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t == "string" then
+    if #v > 40 then v = v:sub(1, 37) .. "..." end
+    return (("string %q"):format(v):gsub("\\\n", "\\n"))
+  end
+  local mt = getmetatable(v)
+  local name = type(mt) == "table" and rawget(mt, "__name")
+  return type(name) == "string" and name or t
+end
+
+-- An option name as an error message shows it: 'name', or [1] for a key
+-- that is not a string.
+local function show_key(k)
+  if type(k) == "string" then return "'" .. k .. "'" end
+  return "[" .. show(k) .. "]"
+end
+
 local function check_options(opts, allowed, fname)
   for k in pairs(opts) do
     if not allowed[k] then
-      error(("bad argument to '%s' (unknown option '%s')"):format(fname, tostring(k)), 3)
+      error(("bad argument to '%s' (unknown option %s)"):format(fname, show_key(k)), 3)
     end
   end
 end
@@ -52,7 +78,7 @@ local function check_timeout(t, fname, what)
   if t == nil then return nil end
   if type(t) ~= "number" or t ~= t or t < 0 then
     error(("bad argument to '%s' (%s must be a non-negative number, got %s)")
-      :format(fname, what or "timeout", tostring(t)), 3)
+      :format(fname, what or "timeout", show(t)), 3)
   end
   return t
 end
@@ -61,7 +87,7 @@ local function check_count(v, fname, what, default, max)
   if v == nil then return default end
   if math.type(v) ~= "integer" or v < 1 or (max and v > max) then
     error(("bad argument to '%s' (%s must be a positive integer%s, got %s)")
-      :format(fname, what, max and " up to " .. max or "", tostring(v)), 3)
+      :format(fname, what, max and " up to " .. max or "", show(v)), 3)
   end
   return v
 end
@@ -90,6 +116,38 @@ local function check_self(v, fname)
   end
 end
 
+-- Raises at the caller's caller when a module function was called with ':'
+-- (its first argument is then the module itself).
+local function check_dot(first, fname)
+  if rawequal(first, futures) then
+    error(("bad argument #1 to '%s' (got the futures module; call it with '.': futures.%s(...))")
+      :format(fname, fname), 3)
+  end
+end
+
+-- Errors of the C core that pass through this file. A C function raises
+-- with the position of its caller, which is this file; the user must see
+-- their own line instead. HERE matches the position prefix of this file.
+local HERE = (function()
+  local _, where = pcall(error, "", 2)   -- "<this file>:<line>: "
+  if type(where) ~= "string" or where == "" then return nil end
+  return "^" .. where:gsub("%d+: $", ""):gsub("%p", "%%%0") .. "%d+: "
+end)()
+
+-- Raises `err` again at `level` (as error's level, counted from the caller
+-- of reraise). A string that carries this file's position gets the
+-- caller's instead; with `core` true (an error of a core function called
+-- here), a string without a position gets the caller's too. Other values
+-- (error tables, a task's own error) are raised unchanged.
+local function reraise(err, level, core_error)
+  if type(err) == "string" then
+    local n = 0
+    if HERE then err, n = err:gsub(HERE, "", 1) end
+    if n > 0 or core_error then error(err, level + 1) end
+  end
+  error(err, 0)
+end
+
 ---------------------------------------------------------------- executors
 
 local methods = core.executor_methods
@@ -107,12 +165,14 @@ function methods:shutdown(opts)
   elseif opts ~= nil then
     wait = not not opts
   end
-  return self:_shutdown(wait, cancel)
+  local ok, err = pcall(self._shutdown, self, wait, cancel)
+  if not ok then reraise(err, 2, true) end
 end
 
 local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true }
 
 function futures.ThreadPoolExecutor(opts)
+  check_dot(opts, "ThreadPoolExecutor")
   if opts == nil then opts = {} end
   if type(opts) == "number" then opts = { max_workers = opts } end
   if type(opts) ~= "table" then
@@ -127,12 +187,16 @@ function futures.ThreadPoolExecutor(opts)
       :format(type(opts.initializer)), 2)
   end
   if opts.name ~= nil and type(opts.name) ~= "string" then
-    error("bad argument to 'ThreadPoolExecutor' (name must be a string)", 2)
+    error(("bad argument to 'ThreadPoolExecutor' (name must be a string, got %s)")
+      :format(type(opts.name)), 2)
   end
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    error("bad argument to 'ThreadPoolExecutor' (initargs must be a table)", 2)
+    error(("bad argument to 'ThreadPoolExecutor' (initargs must be a table, got %s)")
+      :format(type(opts.initargs)), 2)
   end
-  return core.thread_pool(n, opts.name, opts.initializer, opts.initargs)
+  local ok, ex = pcall(core.thread_pool, n, opts.name, opts.initializer, opts.initargs)
+  if not ok then reraise(ex, 2, true) end
+  return ex
 end
 
 local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
@@ -141,6 +205,7 @@ local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = tru
 --- ProcessPoolExecutor{ max_workers, initializer, initargs, max_tasks_per_child,
 --- worker } (docs/process_pool.md); a number is max_workers.
 function futures.ProcessPoolExecutor(opts)
+  check_dot(opts, "ProcessPoolExecutor")
   if opts == nil then opts = {} end
   if type(opts) == "number" then opts = { max_workers = opts } end
   if type(opts) ~= "table" then
@@ -156,12 +221,17 @@ function futures.ProcessPoolExecutor(opts)
   local per_child = check_count(opts.max_tasks_per_child, "ProcessPoolExecutor",
     "max_tasks_per_child", nil)
   if opts.worker ~= nil and type(opts.worker) ~= "string" then
-    error("bad argument to 'ProcessPoolExecutor' (worker must be a string)", 2)
+    error(("bad argument to 'ProcessPoolExecutor' (worker must be a string, got %s)")
+      :format(type(opts.worker)), 2)
   end
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    error("bad argument to 'ProcessPoolExecutor' (initargs must be a table)", 2)
+    error(("bad argument to 'ProcessPoolExecutor' (initargs must be a table, got %s)")
+      :format(type(opts.initargs)), 2)
   end
-  return core.process_pool(n, opts.initializer, opts.initargs, per_child, opts.worker)
+  local ok, ex = pcall(core.process_pool, n, opts.initializer, opts.initargs, per_child,
+    opts.worker)
+  if not ok then reraise(ex, 2, true) end
+  return ex
 end
 
 ---------------------------------------------------------------- map
@@ -312,6 +382,7 @@ local WHEN = { ALL_COMPLETED = 0, FIRST_COMPLETED = 1, FIRST_EXCEPTION = 2 }
 --- done, not_done = futures.wait(fs, { timeout, return_when })
 --- (or futures.wait(fs, timeout, return_when))
 function futures.wait(fs, timeout, return_when)
+  check_dot(fs, "wait")
   if type(fs) ~= "table" then
     error(("bad argument #1 to 'wait' (table of futures expected, got %s)"):format(type(fs)), 2)
   end
@@ -324,13 +395,16 @@ function futures.wait(fs, timeout, return_when)
   local when = WHEN[return_when or "ALL_COMPLETED"]
   if not when then
     error(("bad argument to 'wait' (return_when must be FIRST_COMPLETED, "
-      .. "FIRST_EXCEPTION or ALL_COMPLETED, got %s)"):format(tostring(return_when)), 2)
+      .. "FIRST_EXCEPTION or ALL_COMPLETED, got %s)"):format(show(return_when)), 2)
   end
-  return core.wait(fs, timeout, when)
+  local ok, done, not_done = pcall(core.wait, fs, timeout, when)
+  if not ok then reraise(done, 2, true) end
+  return done, not_done
 end
 
 --- for f in futures.as_completed(fs, timeout) do ... end
 function futures.as_completed(fs, timeout)
+  check_dot(fs, "as_completed")
   if type(fs) ~= "table" then
     error(("bad argument #1 to 'as_completed' (table of futures expected, got %s)")
       :format(type(fs)), 2)
@@ -340,7 +414,8 @@ function futures.as_completed(fs, timeout)
   local waiter = core.waiter(fs)
   local deadline = timeout and core.monotonic() + timeout
   local function next_done()
-    local f, unfinished = waiter:next(deadline)
+    local ok, f, unfinished = pcall(waiter.next, waiter, deadline)
+    if not ok then reraise(f, 2, true) end
     if f == nil and unfinished then
       raise(futures.TimeoutError, "%d futures unfinished after %g seconds", unfinished, timeout)
     end
@@ -349,6 +424,6 @@ function futures.as_completed(fs, timeout)
   return next_done, nil, nil, waiter
 end
 
-futures.progress = require "futures.progress"  -- issue 9: progress lines
+futures.progress = require "futures.progress"
 
 return futures

@@ -513,6 +513,37 @@ describe("bad input", function()
         futures.ThreadPoolExecutor { initializer = identity, initargs = { coroutine.create(identity) } }
       end, "cannot transfer initializer argument #1")
     end)
+
+    it("for map after shutdown", function()
+      local ex = futures.ThreadPoolExecutor(1)
+      ex:shutdown()
+      at_caller(function() for _ in ex:map(identity, { 1 }) do end end,
+        "cannot schedule new futures after shutdown")
+    end)
+
+    it("for map with an item that cannot travel, during the call and the iteration", function()
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      at_caller(function() ex:map(identity, { 1, coroutine.create(identity) }) end,
+        "cannot transfer argument #2")
+      local items = { 1, 2, 3, coroutine.create(identity) }
+      at_caller(function()
+        for _ in ex:map(identity, items, { buffersize = 1, timeout = 10 }) do end
+      end, "cannot transfer argument #2")
+    end)
+
+    it("for a C iterator function that map calls", function()
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      at_caller(function() ex:map(identity, next) end, "table expected, got nil")
+    end)
+
+    it("but keeps an iterator's own error as it is", function()
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      local function gen() error("gen broke") end
+      assert.matches("^[^:]*bad_input_spec%.lua:%d+: gen broke$",
+        message(function() ex:map(identity, gen) end))
+      local function gen0() error("gen broke", 0) end
+      assert.equals("gen broke", message(function() ex:map(identity, gen0) end))
+    end)
   end)
 
   describe("futures.iserror", function()

@@ -238,21 +238,57 @@ end
 
 local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true }
 
--- An iterable is a sequence (table) or an iterator function; returns a
--- function that yields the next value, or nil at the end.
-local function iterate(v, pos)
-  if type(v) == "table" then
-    local i = 0
-    return function() i = i + 1; return v[i] end
-  elseif type(v) == "function" then
-    return v
-  end
-  error(("bad argument #%d to 'map' (table or iterator function expected, got %s)")
-    :format(pos, type(v)), 3)
-end
-
+-- The last argument of map is its options table when it is a plain table
+-- (no metatable) that has keys but no [1]. An empty table is an (empty)
+-- sequence, so map(fn, t, {}) maps nothing, as zip would; a table with a
+-- misspelt option is still the options table, and an error.
 local function is_options(v)
   return type(v) == "table" and getmetatable(v) == nil and rawget(v, 1) == nil
+    and next(v) ~= nil
+end
+
+local function is_iterable(v)
+  local t = type(v)
+  return t == "table" or t == "function"
+end
+
+-- Lua passes several values only from the last expression of an argument
+-- list, so a generic-for iterator (function, state, control and maybe a
+-- closing value, as pairs, ipairs and io.lines return them) can only be the
+-- last iterable. Returns the position in args[1..n] of its function and its
+-- number of values (3 or 4), or nil: the last three values are one when the
+-- first is a function and the third (the control) is not an iterable; else
+-- the last four, tested the same way.
+local function find_for_iterator(args, n)
+  if n >= 3 and type(args[n - 2]) == "function" and not is_iterable(args[n]) then
+    return n - 2, 3
+  end
+  if n >= 4 and type(args[n - 3]) == "function" and not is_iterable(args[n - 1]) then
+    return n - 3, 4
+  end
+end
+
+local function closable(v)
+  if v == nil or v == false then return true end
+  local getmt = debug and debug.getmetatable or getmetatable
+  local mt = getmt(v)
+  return type(mt) == "table" and mt.__close ~= nil
+end
+
+-- A source yields the values of the next step of an iterable, nil first at
+-- its end. A sequence gives t[i]; a function is called as the generic for
+-- calls it, f(state, control), the control being the step's first value.
+local function sequence(t)
+  local i = 0
+  return function() i = i + 1; return t[i] end
+end
+
+local function stepper(iterator, state, control)
+  local function advance(...)
+    control = ...
+    return ...
+  end
+  return function() return advance(iterator(state, control)) end
 end
 
 --- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize })
@@ -268,33 +304,109 @@ function methods:map(fn, ...)
     check_options(opts, MAP_OPTIONS, "map")
   end
   if nargs == 0 then error("bad argument #2 to 'map' (an iterable expected)", 2) end
-  local ftype = type(fn)
-  if ftype ~= "function" and not (getmetatable(fn) or {}).__call then
-    error(("bad argument #1 to 'map' (function expected, got %s)"):format(ftype), 2)
+  if not callable(fn) then
+    error(("bad argument #1 to 'map' (function expected, got %s)"):format(type(fn)), 2)
   end
   local timeout = check_timeout(opts.timeout, "map")
   local chunksize = check_count(opts.chunksize, "map", "chunksize", 1)
   local buffersize = check_count(opts.buffersize, "map", "buffersize", nil)
   local deadline = timeout and core.monotonic() + timeout
 
-  local m = nargs
+  -- The iterables: m sources, the last of which may be a generic-for
+  -- iterator with a closing value.
+  local last_at, last_n = find_for_iterator(args, nargs)
+  local m = last_at or nargs
+  local closing = last_n == 4 and args[nargs] or nil
+  if not closable(closing) then
+    error(("bad argument #%d to 'map' (the iterator's closing value must be nil, false "
+      .. "or have a __close metamethod, got %s)"):format(nargs + 1, show(closing)), 2)
+  end
   local sources = {}
-  for k = 1, m do sources[k] = iterate(args[k], k + 1) end
-  local exhausted = false
+  for k = 1, m do
+    local v = args[k]
+    if k == last_at then
+      sources[k] = stepper(v, args[k + 1], args[k + 2])
+    elseif type(v) == "table" then
+      sources[k] = sequence(v)
+    elseif type(v) == "function" then
+      sources[k] = stepper(v, nil, nil)
+    else
+      error(("bad argument #%d to 'map' (table or iterator function expected, got %s)")
+        :format(k + 1, type(v)), 2)
+    end
+  end
+  -- Every iterable gives one value per item but the last one when it is a
+  -- function: all the values of its step go to fn (fn(k, v) for pairs).
+  local last_all = type(args[m]) == "function"
   -- The common case, one table: fill reads it directly.
   local single = m == 1 and type(args[1]) == "table" and args[1] or nil
   local next_index = 1
 
-  -- Read up to `count` items and submit them in chunks. Returns how many.
+  -- The closing value is closed once, when reading ends (an iterable ran
+  -- out) or when the map's iteration ends, whichever comes first.
+  local input_closed = closing == nil
+  local function close_input()
+    if input_closed then return end
+    input_closed = true
+    local _ <close> = closing
+  end
+
+  local exhausted = false
+  local function stop_reading()
+    exhausted = true
+    close_input()
+  end
+
+  -- One item of the general case into `item`: returns its number of values,
+  -- or nil at the end of an iterable.
+  local item = {}
+  local function take_last(...)
+    local v = ...
+    if v == nil then return nil end
+    local n = select("#", ...)
+    item[m] = v
+    if n > 1 then table.move({ ... }, 2, n, m + 1, item) end
+    return m - 1 + n
+  end
+  local function read_item()
+    for s = 1, m - 1 do
+      local v = sources[s]()
+      if v == nil then return nil end
+      item[s] = v
+    end
+    if last_all then return take_last(sources[m]()) end
+    local v = sources[m]()
+    if v == nil then return nil end
+    item[m] = v
+    return m
+  end
+
   local submitted = {}   -- queue of { future, count } (chunks), head first
   local head, tail = 1, 0
   local in_flight = 0
+
+  -- Submits k items of w values each (chunk[1 .. k * w]) as one future.
+  local function submit(chunk, k, w)
+    local ok, f
+    if chunksize == 1 then
+      ok, f = pcall(self.submit, self, fn, table.unpack(chunk, 1, w))
+    else
+      ok, f = pcall(self._submit_chunk, self, fn, w, table.unpack(chunk, 1, k * w))
+    end
+    if not ok then error({ core_error = f }, 0) end
+    tail = tail + 1
+    submitted[tail] = { f, k }
+    return k
+  end
+
+  -- Reads up to `count` items and submits them in chunks of items with the
+  -- same number of values.
   local function fill(count)
     local added = 0
     while not exhausted and added < count do
-      local chunk, k = {}, 0
-      local want = math.min(chunksize, count - added)
+      local chunk, k, w = {}, 0, nil
       if single then   -- one sequence: read it in place, no call per item
+        local want = math.min(chunksize, count - added)
         local v = single[next_index]
         while v ~= nil and k < want do
           k = k + 1
@@ -302,73 +414,120 @@ function methods:map(fn, ...)
           next_index = next_index + 1
           v = single[next_index]
         end
-        if v == nil then exhausted = true end
-        want = k
-      end
-      while k < want do
-        local base = k * m
-        for s = 1, m do
-          local v = sources[s]()
-          if v == nil then exhausted = true; break end
-          chunk[base + s] = v
-        end
-        if exhausted then break end   -- a partial item stays past k * m
-        k = k + 1
-      end
-      if k == 0 then break end
-      local f
-      if chunksize == 1 then
-        f = self:submit(fn, table.unpack(chunk, 1, m))
+        if v == nil then stop_reading() end
+        w = 1
       else
-        f = self:_submit_chunk(fn, m, table.unpack(chunk, 1, k * m))
+        while k < chunksize and added + k < count do
+          local width = read_item()
+          if width == nil then stop_reading(); break end
+          if k > 0 and width ~= w then   -- a new width starts a new chunk
+            added = added + submit(chunk, k, w)
+            chunk, k = {}, 0
+          end
+          w = width
+          table.move(item, 1, w, k * w + 1, chunk)
+          k = k + 1
+        end
       end
-      tail = tail + 1
-      submitted[tail] = { f, k }
-      added = added + k
+      if k > 0 then added = added + submit(chunk, k, w) end
     end
     in_flight = in_flight + added
   end
 
-  fill(buffersize or math.huge)
+  -- Raises an error of fill at `level` (counted from the caller of
+  -- fill_error): a submit's error is the core's, others the iterables' own.
+  local function fill_error(err, level)
+    if type(err) == "table" and getmetatable(err) == nil and err.core_error ~= nil then
+      reraise(err.core_error, level + 1, true)
+    end
+    reraise(err, level + 1)
+  end
+
+  local ok, err = pcall(fill, buffersize or math.huge)
+  if not ok then
+    close_input()
+    fill_error(err, 2)
+  end
 
   local index = 0
   local outcome, pos, left = nil, 0, 0   -- the chunk being walked
+  local finished = false
+
+  -- The end of the iteration (the last item, an error, a break): cancels
+  -- the items not yet yielded and closes the closing value. Later calls of
+  -- the iterator return nil.
+  local function finish()
+    if finished then return end
+    finished = true
+    outcome, left = nil, 0
+    for q = head, tail do
+      local entry = submitted[q]
+      submitted[q] = nil
+      if entry then entry[1]:cancel() end
+    end
+    head = tail + 1
+    close_input()
+  end
+
   local function remaining()
     if not deadline then return nil end
     local r = deadline - core.monotonic()
     return r > 0 and r or 0
   end
+
+  -- The outcome of the future of item `index`: its values table, or the
+  -- error raised at the user's loop (the caller of the iterator).
+  local function wait_for(f)
+    local got, t = pcall(f._outcome, f, remaining())
+    if got then return t end
+    local done = f:done()
+    finish()
+    if not done and futures.iserror(t, futures.TimeoutError) then
+      raise(futures.TimeoutError, "map: item %d not done after %g seconds", index, timeout)
+    end
+    if done then error(t, 0) end   -- the task's own error, unchanged
+    reraise(t, 3, true)            -- interrupted!
+  end
+
   local function next_item()
+    if finished then return nil end
     if left == 0 then
-      if head > tail then return nil end
+      if head > tail then finish(); return nil end
       local entry = submitted[head]
       submitted[head] = nil
       head = head + 1
       in_flight = in_flight - entry[2]
-      if buffersize then fill(buffersize - in_flight) end
+      if buffersize then
+        local filled, ferr = pcall(fill, buffersize - in_flight)
+        if not filled then
+          submitted[head - 1] = entry   -- cancelled with the rest
+          head = head - 1
+          finish()
+          fill_error(ferr, 2)
+        end
+      end
       index = index + 1
       if chunksize == 1 then
-        local t = entry[1]:_outcome(remaining())
+        local t = wait_for(entry[1])
         return index, table.unpack(t, 1, t.n)
       end
-      outcome, pos, left = entry[1]:_outcome(remaining()), 1, entry[2]
+      outcome, pos, left = wait_for(entry[1]), 1, entry[2]
     else
       index = index + 1
     end
     left = left - 1
-    local ok, n = outcome[pos], outcome[pos + 1]
+    local ok_item, n = outcome[pos], outcome[pos + 1]
     local first = pos + 2
     pos = first + n
-    if not ok then error(outcome[first], 0) end
+    if not ok_item then
+      local e = outcome[first]
+      finish()
+      error(e, 0)
+    end
     if n == 1 then return index, outcome[first] end
     return index, table.unpack(outcome, first, first + n - 1)
   end
-  local closer = setmetatable({}, { __close = function()
-    for q = head, tail do
-      local entry = submitted[q]
-      if entry then entry[1]:cancel() end
-    end
-  end })
+  local closer = setmetatable({}, { __close = function() finish() end })
   return next_item, nil, nil, closer
 end
 

@@ -334,6 +334,33 @@ return function(name, make, env)
       assert.equals("ready", ex:submit(function() return _G.init_value end):result(10))
     end)
 
+    it("gives a task the worker's own module, not the caller's table", function()
+      local tunable = require "support.tunable"
+      local ex <close> = make(1)
+      tunable.factor = 10
+      local by_upvalue = ex:submit(function(x) return x * tunable.factor end, 2)
+      local by_require = ex:submit(function(x) return x * require("support.tunable").factor end, 2)
+      local as_argument = ex:submit(function(x, k) return x * k end, 2, tunable.factor)
+      local ok, a, b, c = pcall(function()
+        return by_upvalue:result(10), by_require:result(10), as_argument:result(10)
+      end)
+      tunable.factor = 1
+      assert.is_true(ok, tostring(a))
+      assert.same({ 2, 2, 20 }, { a, b, c })
+    end)
+
+    it("gives workers package.path as it was when the pool was created", function()
+      local ex <close> = make(1)
+      local saved = package.path
+      package.path = package.path .. ";/nonexistent/set-later/?.lua"
+      local ok, seen = pcall(function()
+        return ex:submit(function() return package.path end):result(10)
+      end)
+      package.path = saved
+      assert.is_true(ok, tostring(seen))
+      assert.is_nil(seen:find("/nonexistent/set-later", 1, true))
+    end)
+
     it("lets C functions travel by name", function()
       local ex <close> = make(1)
       assert.equals("x=5", ex:submit(string.format, "x=%d", 5):result(10))

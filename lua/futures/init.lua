@@ -481,6 +481,7 @@ function methods:map(fn, ...)
     local got, t = pcall(f._outcome, f, remaining())
     if got then return t end
     local done = f:done()
+    if not done then f:cancel() end   -- not yielded either (as Python does)
     finish()
     if not done and futures.iserror(t, futures.TimeoutError) then
       raise(futures.TimeoutError, "map: item %d not done after %g seconds", index, timeout)

@@ -5,6 +5,7 @@
 -- afterwards (checked after every case).
 local futures = require "futures"
 local helpers = require "support.helpers"
+local shell = require "support.shell"
 
 local function identity(...) return ... end
 
@@ -166,7 +167,7 @@ describe("bad input", function()
       { "refuses a NaN timeout", function() return pool():map(identity, { 1 }, { timeout = NAN }) end,
         { "'map'", "timeout must be a non-negative number" } },
       { "refuses a string timeout", function() return pool():map(identity, { 1 }, { timeout = "5" }) end,
-        { "'map'", "timeout must be a non-negative number, got 5" } },
+        { "'map'", "timeout must be a non-negative number, got string \"5\"" } },
       { "refuses chunksize = 0", function() return pool():map(identity, { 1 }, { chunksize = 0 }) end,
         { "'map'", "chunksize must be a positive integer" } },
       { "refuses a fractional chunksize", function() return pool():map(identity, { 1 }, { chunksize = 2.5 }) end,
@@ -217,8 +218,15 @@ describe("bad input", function()
     it("raises a refused argument of one item as an error naming it", function()
       local ex <close> = futures.ThreadPoolExecutor(2)
       local err = message(ex.map, ex, identity, { 1, 2, coroutine.create(identity) }, { timeout = 10 })
-      assert.matches("cannot transfer argument #2", err, 1, true)   -- #1 is the function
-      assert.matches("coroutine", err, 1, true)
+      assert.matches("map: cannot transfer item 3 (value #1): thread (coroutine)", err, 1, true)
+    end)
+
+    it("names the item and the iterable's value that cannot travel in a chunk", function()
+      local ex <close> = futures.ThreadPoolExecutor(2)
+      local err = message(ex.map, ex, function(a, b) return a, b end, { 1, 2, 3 },
+        { 4, 5, { conn = io.stdout } }, { chunksize = 2, timeout = 10 })
+      assert.matches("map: cannot transfer item 3 (value #2, field 'conn'): userdata (FILE*)",
+        err, 1, true)
     end)
   end)
 
@@ -302,14 +310,21 @@ describe("bad input", function()
     }
 
     it("reports a callback that raises on stderr and still runs the next one", function()
-      local f = futures.Future()
-      local ran = false
-      f:add_done_callback(function() error("first one fails") end)
-      f:add_done_callback(function() ran = true end)
-      f:set_running_or_notify_cancel()
-      f:set_result(1)
-      futures.poll()
-      assert.is_true(ran)
+      -- in a child process, whose stderr the spec reads
+      local r = shell.run_lua([[
+        local futures = require "futures"
+        local f = futures.Future()
+        local ran = false
+        f:add_done_callback(function() error("first one fails") end)
+        f:add_done_callback(function() ran = true end)
+        f:set_running_or_notify_cancel()
+        f:set_result(1)
+        futures.poll()
+        print(ran)
+      ]], nil, 30)
+      assert.equals(0, r.status, r.err)
+      assert.equals("true\n", r.out)
+      assert.matches("^lua%-futures: exception calling a done callback: [^\n]*:%d+: first one fails\n$", r.err)
     end)
   end)
 
@@ -359,7 +374,7 @@ describe("bad input", function()
       { "refuses a NaN timeout in the options", function() return futures.wait({ f }, { timeout = NAN }) end,
         { "'wait'", "timeout must be a non-negative number" } },
       { "refuses an unknown return_when", function() return futures.wait({ f }, 1, "FIRST") end,
-        { "'wait'", "return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, got FIRST" } },
+        { "'wait'", "return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, got string \"FIRST\"" } },
       { "refuses an unknown option", function() return futures.wait({ f }, { time = 1 }) end,
         { "'wait'", "unknown option 'time'" } },
     }
@@ -445,6 +460,105 @@ describe("bad input", function()
 
     it("still decodes good data after all of the above", function()
       assert.same({ 1, 2, 3 }, futures.deserialize(good))
+    end)
+  end)
+
+  describe("module functions called with ':'", function()
+    local TPE_ERR = "call it with '.': futures.ThreadPoolExecutor(...)"
+    refuses {
+      { "ThreadPoolExecutor says to call it with '.'", function() return futures:ThreadPoolExecutor(2) end,
+        { "bad argument #1 to 'ThreadPoolExecutor'", TPE_ERR } },
+      { "ProcessPoolExecutor says to call it with '.'", function() return futures:ProcessPoolExecutor(1) end,
+        { "bad argument #1 to 'ProcessPoolExecutor'", "call it with '.': futures.ProcessPoolExecutor(...)" } },
+      { "wait says to call it with '.'", function() return futures:wait({ futures.Future() }) end,
+        { "bad argument #1 to 'wait'", "call it with '.': futures.wait(...)" } },
+      { "as_completed says to call it with '.'", function() return futures:as_completed({}) end,
+        { "bad argument #1 to 'as_completed'", "call it with '.': futures.as_completed(...)" } },
+      { "iserror says to call it with '.'", function() return futures:iserror(futures.TimeoutError) end,
+        { "bad argument #1 to 'iserror'", "call it with '.': futures.iserror(...)" } },
+      { "progress says to call it with '.'", function() return futures:progress({}) end,
+        { "bad argument #1 to 'progress'", "call it with '.': futures.progress(...)" } },
+      { "map says to call it with ':'", function() return pool().map(identity, { 1 }) end,
+        { "bad argument #1 to 'map'", "call it with ':'" } },
+      { "shutdown says to call it with ':'", function() return pool().shutdown(true) end,
+        { "bad argument #1 to 'shutdown'", "call it with ':'" } },
+    }
+  end)
+
+  describe("values in error messages", function()
+    refuses {
+      { "say that max_workers was a string", function()
+          return futures.ThreadPoolExecutor { max_workers = "4" } end,
+        { "max_workers must be a positive integer up to 4096, got string \"4\"" } },
+      { "say that max_tasks_per_child was a string", function()
+          return futures.ProcessPoolExecutor { max_tasks_per_child = "10" } end,
+        { "max_tasks_per_child must be a positive integer, got string \"10\"" } },
+      { "say that a map chunksize was a string", function()
+          return pool():map(identity, { 1 }, { chunksize = "8" }) end,
+        { "chunksize must be a positive integer, got string \"8\"" } },
+      { "say that a wait timeout was a string", function()
+          return futures.wait({ futures.Future() }, "1") end,
+        { "timeout must be a non-negative number, got string \"1\"" } },
+      { "say that return_when was not one of the names", function()
+          return futures.wait({ futures.Future() }, 1, 2) end,
+        { "ALL_COMPLETED, got 2)" } },
+      { "show a key that is not a string as a key", function()
+          return futures.wait({ futures.Future() }, { 1 }) end,
+        { "unknown option [1]" } },
+    }
+  end)
+
+  -- Errors raised for the caller, by the Lua side or by the core functions
+  -- it calls, carry the caller's file:line, not the module's.
+  describe("error positions", function()
+    local HERE = "^[^:]*bad_input_spec%.lua:%d+: "
+    local function at_caller(fn, pattern)
+      local err = message(fn)
+      assert.matches(HERE, err)
+      assert.matches(pattern, err, 1, true)
+    end
+
+    it("for a worker interpreter that is not there", function()
+      at_caller(function() futures.ProcessPoolExecutor { worker = "/nonexistent/lua-futures" } end,
+        "ProcessPoolExecutor: the worker interpreter '/nonexistent/lua-futures'")
+    end)
+
+    it("for initargs that cannot travel", function()
+      at_caller(function()
+        futures.ThreadPoolExecutor { initializer = identity, initargs = { coroutine.create(identity) } }
+      end, "cannot transfer initializer argument #1")
+    end)
+
+    it("for map after shutdown, a RuntimeError", function()
+      local ex = futures.ThreadPoolExecutor(1)
+      ex:shutdown()
+      local err = helpers.error_of(function() for _ in ex:map(identity, { 1 }) do end end)
+      assert.is_true(futures.iserror(err, futures.RuntimeError))
+      assert.equals("cannot schedule new futures after shutdown", err.message)
+    end)
+
+    it("for map with an item that cannot travel, during the call and the iteration", function()
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      at_caller(function() ex:map(identity, { 1, coroutine.create(identity) }) end,
+        "map: cannot transfer item 2 (value #1)")
+      local items = { 1, 2, 3, coroutine.create(identity) }
+      at_caller(function()
+        for _ in ex:map(identity, items, { buffersize = 1, timeout = 10 }) do end
+      end, "map: cannot transfer item 4 (value #1)")
+    end)
+
+    it("for a C iterator function that map calls", function()
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      at_caller(function() ex:map(identity, next) end, "table expected, got nil")
+    end)
+
+    it("but keeps an iterator's own error as it is", function()
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      local function gen() error("gen broke") end
+      assert.matches("^[^:]*bad_input_spec%.lua:%d+: gen broke$",
+        message(function() ex:map(identity, gen) end))
+      local function gen0() error("gen broke", 0) end
+      assert.equals("gen broke", message(function() ex:map(identity, gen0) end))
     end)
   end)
 

@@ -115,6 +115,15 @@ describe("docs/API.md", function()
     assert.same({}, missing)
   end)
 
+  it("says in Semantics that modules in tasks are the worker's and when paths are copied", function()
+    local semantics = API:match("\n## Semantics\n(.-)\n## ")
+    assert.is_not_nil(semantics)
+    assert.matches("\n### Modules in tasks", semantics)
+    assert.matches("initializer", semantics:match("### Modules in tasks.-\n###"))
+    assert.matches("\n### Workers see package%.path as it was when the pool was created", semantics)
+    assert.matches("package.cpath", semantics, 1, true)
+  end)
+
   it("has Lua examples that all compile", function()
     local n, bad = 0, {}
     for code in API:gmatch("```lua\n(.-)```") do

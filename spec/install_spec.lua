@@ -182,3 +182,25 @@ describe("the rockspec", function()
     ok(r)
   end)
 end)
+
+describe("make deps (tools/deps.sh)", function()
+  it("names every package it needs in the apt-get line when none is installed", function()
+    -- A PATH with only the tools the script uses itself: every check fails.
+    local dir = shell.tmpdir()
+    for _, tool in ipairs { "sort", "tr" } do
+      assert.equals(0, shell.run(("ln -s \"$(command -v %s)\" %s"):format(tool, q(dir .. "/" .. tool)), 10).status)
+    end
+    shell.write_file(dir .. "/id", "#!/bin/sh\necho 1000\n")   -- not root: print, never install
+    shell.run("chmod +x " .. q(dir .. "/id"), 10)
+    local r = shell.run(("cd %s && PATH=%s /bin/sh tools/deps.sh"):format(q(shell.ROOT), q(dir)), 30)
+    shell.rmdir(dir)
+    assert.equals(1, r.status)
+    local line = r.err:match("\n  sudo apt%-get install %-y ([^\n]*)")
+    assert.is_not_nil(line, r.err)
+    local packages = {}
+    for word in line:gmatch("%S+") do packages[#packages + 1] = word end
+    table.sort(packages)
+    assert.same({ "build-essential", "liblua5.4-dev", "libopenmpi-dev", "lua-busted", "lua-cqueues",
+      "lua-luv", "lua5.4", "luarocks", "openmpi-bin", "pkg-config" }, packages)
+  end)
+end)

@@ -5,6 +5,7 @@
 -- sanitizer builds run a fraction); the default keeps `make test` quick.
 local futures = require "futures"
 local helpers = require "support.helpers"
+local shell = require "support.shell"
 
 local SCALE = tonumber(os.getenv("LUA_FUTURES_STRESS")) or 1
 local function n(count) return math.max(1, math.floor(count * SCALE)) end
@@ -129,30 +130,52 @@ for _, pool in ipairs(POOLS) do
     end)
 
     it("runs every callback exactly once even when some raise", function()
-      local ex <close> = make(2)
-      local first, second = 0, 0
-      local fs = {}
-      for i = 1, n(500) do
-        local f = ex:submit(identity, i)
-        f:add_done_callback(function(g)
-          first = first + 1
-          if g:result() % 3 == 0 then error("callback failure is reported, not fatal") end
-        end)
-        f:add_done_callback(function(g)
-          second = second + 1
-          if g:result() % 5 == 0 then error({ "a table error value" }) end
-        end)
-        fs[i] = f
+      -- In a child process: each raising callback is reported on stderr,
+      -- which the spec reads and checks line by line.
+      local count = n(500)
+      local r = shell.run_lua([[
+        local futures = require "futures"
+        local helpers = require "support.helpers"
+        local name, count = ...
+        local function identity(x) return x end
+        local ex <close> = futures[name](2)
+        local first, second = 0, 0
+        local fs = {}
+        for i = 1, tonumber(count) do
+          local f = ex:submit(identity, i)
+          f:add_done_callback(function(g)
+            first = first + 1
+            if g:result() % 3 == 0 then error("callback failure is reported, not fatal") end
+          end)
+          f:add_done_callback(function(g)
+            second = second + 1
+            if g:result() % 5 == 0 then error({ "a table error value" }) end
+          end)
+          fs[i] = f
+        end
+        futures.wait(fs, 60)
+        assert(helpers.eventually(function()
+          futures.poll()
+          return first == #fs and second == #fs
+        end, 10), "callbacks missing")
+        futures.sleep(0.05)   -- and no second run of any of them
+        print(first, second, ex:submit(identity, 7):result(10))
+      ]], { name, count }, 120)
+      assert.equals(0, r.status, r.err)
+      assert.equals(("%d\t%d\t7\n"):format(count, count), r.out)
+      local strings, tables = 0, 0
+      for line in r.err:gmatch("[^\n]+") do
+        local what = line:match("^lua%-futures: exception calling a done callback: (.*)$")
+        assert.is_not_nil(what, line)
+        if what:match(":%d+: callback failure is reported, not fatal$") then
+          strings = strings + 1
+        else
+          assert.matches("^table: 0x%x+$", what)
+          tables = tables + 1
+        end
       end
-      futures.wait(fs, 60)
-      assert.is_true(helpers.eventually(function()
-        futures.poll()
-        return first == #fs and second == #fs
-      end, 10))
-      futures.sleep(0.05)   -- and no second run of any of them
-      assert.equals(#fs, first)
-      assert.equals(#fs, second)
-      assert.equals(7, ex:submit(identity, 7):result(10))
+      assert.equals(count // 3, strings)
+      assert.equals(count // 5, tables)
     end)
   end)
 end

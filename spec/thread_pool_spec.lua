@@ -96,6 +96,16 @@ describe("ThreadPoolExecutor", function()
     assert.equals(42, f:result(10))
   end)
 
+  it("raises a task's shutdown of its own pool at the task's line", function()
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    local err = ex:submit(function(pool)
+      require "futures"   -- the executor methods written in Lua
+      local ok, e = pcall(function() pool:shutdown() end)
+      return not ok and e
+    end, ex):result(10)
+    assert.matches("^[^:]*thread_pool_spec%.lua:%d+: a worker cannot wait for the shutdown", err)
+  end)
+
   it("breaks the pool when the initializer fails", function()
     local ex <close> = futures.ThreadPoolExecutor { max_workers = 1,
       initializer = function() error("no database") end }

@@ -76,8 +76,21 @@ static int run_call(lua_State *L, int base, lf_buf *out, const lf_codec_opts *o)
   return 0;
 }
 
-/* The stack holds fn, m, then k*m arguments. Replaces them with, for each
-** item, ok, n, values... and encodes the lot. */
+/* Moves the values of item `p` of a chunk's outcome table t (ok, n, then
+** n values, from index p) onto the stack; returns n. [-0,+n,m] */
+static lua_Integer push_item(lua_State *L, int t, lua_Integer p) {
+  lua_rawgeti(L, t, p + 1);
+  lua_Integer n = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, (int)n + 4, "too many results in a map chunk");
+  for (lua_Integer r = 1; r <= n; r++) lua_rawgeti(L, t, p + 1 + r);
+  return n;
+}
+
+/* The stack holds fn, m, then k*m arguments: runs fn on each item and
+** encodes one table of, for each item, ok, n, values... (a failed item is
+** false, 2, err, traceback). One table, not k*(n+2) values, so that a
+** chunk never meets the codec's limit on the number of values. */
 static int run_chunk(lua_State *L, int base, lf_buf *out, const lf_codec_opts *o) {
   int fn = base + 1;
   lua_Integer m = lua_tointeger(L, base + 2);
@@ -90,44 +103,59 @@ static int run_chunk(lua_State *L, int base, lf_buf *out, const lf_codec_opts *o
   }
   int k = (int)(nargs / m);
   int first_arg = base + 3;
-  int results = lua_gettop(L) + 1;   /* results are pushed from here on */
+  lua_createtable(L, 3 * k, 0);
+  int t = lua_gettop(L);
+  lua_Integer pos = 1;
   for (int i = 0; i < k; i++) {
-    int mark = lua_gettop(L);
-    luaL_checkstack(L, (int)m + 8, "too many results in a map chunk");
-    lua_pushboolean(L, 1);
-    lua_pushinteger(L, 0);
+    luaL_checkstack(L, (int)m + 8, "too many arguments in a map chunk");
     lua_pushvalue(L, fn);
     for (lua_Integer j = 0; j < m; j++)
       lua_pushvalue(L, first_arg + i * (int)m + (int)j);
     int rc = call_task(L, (int)m);
-    int nres = lua_gettop(L) - mark - 2;
-    if (rc != LUA_OK) { lua_pushboolean(L, 0); lua_replace(L, mark + 1); }
+    int nres = lua_gettop(L) - t;
+    lua_pushboolean(L, rc == LUA_OK);
+    lua_rawseti(L, t, pos);
     lua_pushinteger(L, nres);
-    lua_replace(L, mark + 2);
-  }
-  int n = lua_gettop(L) - results + 1;
-  if (lf_encode(L, results, n, "result", 1, out, o) == 0) return 0;
-  /* Some item's values cannot travel: copy the items again, replacing each
-  ** such item by a failure that says why, and encode the copy. */
-  lua_pop(L, 1);
-  int copy = lua_gettop(L) + 1;
-  for (int i = 0, pos = results; i < k; i++) {
-    int nres = (int)lua_tointeger(L, pos + 1);
-    lf_buf probe = LF_BUF_INIT;
-    luaL_checkstack(L, nres + 4, "too many results in a map chunk");
-    if (lf_encode(L, pos + 2, nres, "result", 1, &probe, o) == 0) {
-      for (int j = 0; j < nres + 2; j++) lua_pushvalue(L, pos + j);
-    } else {
-      lua_pushboolean(L, 0);
-      lua_pushinteger(L, 2);
-      lua_rotate(L, -3, 2);   /* false, 2, message */
-      lua_pushliteral(L, "");
-    }
-    lf_buf_free(&probe);
+    lua_rawseti(L, t, pos + 1);
+    for (int r = nres; r >= 1; r--) lua_rawseti(L, t, pos + 1 + r);
     pos += 2 + nres;
   }
-  if (lf_encode(L, copy, lua_gettop(L) - copy + 1, "result", 1, out, o) == 0)
-    return 0;
+  if (lf_encode(L, t, 1, "result", 1, out, o) == 0) return 0;
+  lua_pop(L, 1);
+  /* Some item's values cannot travel: copy the items again, replacing each
+  ** such item by a failure that says why, and encode the copy. */
+  lua_createtable(L, (int)pos, 0);
+  int c = lua_gettop(L);
+  lua_Integer cpos = 1;
+  for (lua_Integer p = 1; p < pos;) {
+    int mark = lua_gettop(L);
+    lua_rawgeti(L, t, p);
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_Integer n = push_item(L, t, p);
+    lf_buf probe = LF_BUF_INIT;
+    if (lf_encode(L, mark + 1, (int)n, "result", 1, &probe, o) == 0) {
+      lua_pushboolean(L, ok);
+      lua_rawseti(L, c, cpos);
+      lua_pushinteger(L, n);
+      lua_rawseti(L, c, cpos + 1);
+      for (lua_Integer r = n; r >= 1; r--) lua_rawseti(L, c, cpos + 1 + r);
+      cpos += 2 + n;
+    } else {
+      lua_pushboolean(L, 0);
+      lua_rawseti(L, c, cpos);
+      lua_pushinteger(L, 2);
+      lua_rawseti(L, c, cpos + 1);
+      lua_rawseti(L, c, cpos + 2);   /* the message */
+      lua_pushliteral(L, "");
+      lua_rawseti(L, c, cpos + 3);
+      cpos += 4;
+    }
+    lf_buf_free(&probe);
+    lua_settop(L, mark);
+    p += 2 + n;
+  }
+  if (lf_encode(L, c, 1, "result", 1, out, o) == 0) return 0;
   lua_pushliteral(L, "");
   encode_failure(L, out, o);   /* out of memory: the chunk fails as a whole */
   return 1;

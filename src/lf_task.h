@@ -17,7 +17,7 @@
 /* Encoded layouts.
 **   LF_TASK_CALL  call: fn, args...      result: values... (or err, traceback)
 **   LF_TASK_CHUNK call: fn, m, a1..am, b1..bm, ...   (k items of m args)
-**                 result: for each item: ok, n, v1..vn
+**                 result: one table: for each item: ok, n, v1..vn
 **                 (a failed item is false, 2, err, traceback)
 */
 

@@ -6,12 +6,21 @@ need() { # package, then a test that succeeds when it is present
   pkg=$1; shift
   "$@" >/dev/null 2>&1 || missing="$missing $pkg"
 }
+# Whether the Debian package $1 is installed (a look at dpkg's database).
+installed() {
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
 need lua5.4          command -v lua5.4
 need liblua5.4-dev   pkg-config --exists lua5.4
 need lua-busted      command -v busted
 need build-essential command -v cc
 need build-essential command -v make
 need pkg-config      command -v pkg-config
+need luarocks        command -v luarocks
+need lua-luv         installed lua-luv
+need lua-cqueues     installed lua-cqueues
+need openmpi-bin     installed openmpi-bin
+need libopenmpi-dev  installed libopenmpi-dev
 [ -z "$missing" ] && exit 0
 # pkg-config itself may be the missing piece of the liblua5.4-dev check
 command -v pkg-config >/dev/null 2>&1 || missing="$missing liblua5.4-dev"

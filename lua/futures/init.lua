@@ -25,6 +25,10 @@ local BASES = { BrokenThreadPool = "BrokenExecutor", BrokenProcessPool = "Broken
 --- Is `err` a runtime error of `class` (a class such as futures.TimeoutError,
 -- or its name)? BrokenThreadPool and BrokenProcessPool are BrokenExecutors.
 function futures.iserror(err, class)
+  if rawequal(err, futures) then
+    error("bad argument #1 to 'iserror' (got the futures module; call it with '.': "
+      .. "futures.iserror(...))", 2)
+  end
   local want = type(class) == "table" and class.type or class
   local t = type(err) == "table" and rawget(err, "type")
   while t do
@@ -40,10 +44,32 @@ end
 
 ---------------------------------------------------------------- helpers
 
+-- How a value shows in an error message: numbers and booleans as
+-- themselves, strings quoted after their type (so that "4" does not read as
+-- 4), anything else as its type, or its class name (futures.Future).
+local function show(v)
+  local t = type(v)
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t == "string" then
+    if #v > 40 then v = v:sub(1, 37) .. "..." end
+    return (("string %q"):format(v):gsub("\\\n", "\\n"))
+  end
+  local mt = getmetatable(v)
+  local name = type(mt) == "table" and rawget(mt, "__name")
+  return type(name) == "string" and name or t
+end
+
+-- An option name as an error message shows it: 'name', or [1] for a key
+-- that is not a string.
+local function show_key(k)
+  if type(k) == "string" then return "'" .. k .. "'" end
+  return "[" .. show(k) .. "]"
+end
+
 local function check_options(opts, allowed, fname)
   for k in pairs(opts) do
     if not allowed[k] then
-      error(("bad argument to '%s' (unknown option '%s')"):format(fname, tostring(k)), 3)
+      error(("bad argument to '%s' (unknown option %s)"):format(fname, show_key(k)), 3)
     end
   end
 end
@@ -52,7 +78,7 @@ local function check_timeout(t, fname, what)
   if t == nil then return nil end
   if type(t) ~= "number" or t ~= t or t < 0 then
     error(("bad argument to '%s' (%s must be a non-negative number, got %s)")
-      :format(fname, what or "timeout", tostring(t)), 3)
+      :format(fname, what or "timeout", show(t)), 3)
   end
   return t
 end
@@ -61,7 +87,7 @@ local function check_count(v, fname, what, default, max)
   if v == nil then return default end
   if math.type(v) ~= "integer" or v < 1 or (max and v > max) then
     error(("bad argument to '%s' (%s must be a positive integer%s, got %s)")
-      :format(fname, what, max and " up to " .. max or "", tostring(v)), 3)
+      :format(fname, what, max and " up to " .. max or "", show(v)), 3)
   end
   return v
 end
@@ -90,6 +116,38 @@ local function check_self(v, fname)
   end
 end
 
+-- Raises at the caller's caller when a module function was called with ':'
+-- (its first argument is then the module itself).
+local function check_dot(first, fname)
+  if rawequal(first, futures) then
+    error(("bad argument #1 to '%s' (got the futures module; call it with '.': futures.%s(...))")
+      :format(fname, fname), 3)
+  end
+end
+
+-- Errors of the C core that pass through this file. A C function raises
+-- with the position of its caller, which is this file; the user must see
+-- their own line instead. HERE matches the position prefix of this file.
+local HERE = (function()
+  local _, where = pcall(error, "", 2)   -- "<this file>:<line>: "
+  if type(where) ~= "string" or where == "" then return nil end
+  return "^" .. where:gsub("%d+: $", ""):gsub("%p", "%%%0") .. "%d+: "
+end)()
+
+-- Raises `err` again at `level` (as error's level, counted from the caller
+-- of reraise). A string that carries this file's position gets the
+-- caller's instead; with `core` true (an error of a core function called
+-- here), a string without a position gets the caller's too. Other values
+-- (error tables, a task's own error) are raised unchanged.
+local function reraise(err, level, core_error)
+  if type(err) == "string" then
+    local n = 0
+    if HERE then err, n = err:gsub(HERE, "", 1) end
+    if n > 0 or core_error then error(err, level + 1) end
+  end
+  error(err, 0)
+end
+
 ---------------------------------------------------------------- executors
 
 local methods = core.executor_methods
@@ -107,12 +165,14 @@ function methods:shutdown(opts)
   elseif opts ~= nil then
     wait = not not opts
   end
-  return self:_shutdown(wait, cancel)
+  local ok, err = pcall(self._shutdown, self, wait, cancel)
+  if not ok then reraise(err, 2, true) end
 end
 
 local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true }
 
 function futures.ThreadPoolExecutor(opts)
+  check_dot(opts, "ThreadPoolExecutor")
   if opts == nil then opts = {} end
   if type(opts) == "number" then opts = { max_workers = opts } end
   if type(opts) ~= "table" then
@@ -127,13 +187,17 @@ function futures.ThreadPoolExecutor(opts)
       :format(type(opts.initializer)), 2)
   end
   if opts.name ~= nil and type(opts.name) ~= "string" then
-    error("bad argument to 'ThreadPoolExecutor' (name must be a string)", 2)
+    error(("bad argument to 'ThreadPoolExecutor' (name must be a string, got %s)")
+      :format(type(opts.name)), 2)
   end
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    error("bad argument to 'ThreadPoolExecutor' (initargs must be a table)", 2)
+    error(("bad argument to 'ThreadPoolExecutor' (initargs must be a table, got %s)")
+      :format(type(opts.initargs)), 2)
   end
-  return core.thread_pool{ max_workers = n, name = opts.name,
-    initializer = opts.initializer, initargs = opts.initargs }
+  local ok, ex = pcall(core.thread_pool, { max_workers = n, name = opts.name,
+    initializer = opts.initializer, initargs = opts.initargs })
+  if not ok then reraise(ex, 2, true) end
+  return ex
 end
 
 local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
@@ -142,6 +206,7 @@ local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = tru
 --- ProcessPoolExecutor{ max_workers, initializer, initargs, max_tasks_per_child,
 --- worker } (docs/process_pool.md); a number is max_workers.
 function futures.ProcessPoolExecutor(opts)
+  check_dot(opts, "ProcessPoolExecutor")
   if opts == nil then opts = {} end
   if type(opts) == "number" then opts = { max_workers = opts } end
   if type(opts) ~= "table" then
@@ -157,14 +222,16 @@ function futures.ProcessPoolExecutor(opts)
   local per_child = check_count(opts.max_tasks_per_child, "ProcessPoolExecutor",
     "max_tasks_per_child", nil)
   if opts.worker ~= nil and type(opts.worker) ~= "string" then
-    error("bad argument to 'ProcessPoolExecutor' (worker must be a string)", 2)
+    error(("bad argument to 'ProcessPoolExecutor' (worker must be a string, got %s)")
+      :format(type(opts.worker)), 2)
   end
   if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    error("bad argument to 'ProcessPoolExecutor' (initargs must be a table)", 2)
+    error(("bad argument to 'ProcessPoolExecutor' (initargs must be a table, got %s)")
+      :format(type(opts.initargs)), 2)
   end
   local ok, ex = pcall(core.process_pool, { max_workers = n, initializer = opts.initializer,
     initargs = opts.initargs, max_tasks_per_child = per_child, worker = opts.worker })
-  if not ok then error(ex, 2) end
+  if not ok then reraise(ex, 2, true) end
   return ex
 end
 
@@ -172,21 +239,72 @@ end
 
 local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true }
 
--- An iterable is a sequence (table) or an iterator function; returns a
--- function that yields the next value, or nil at the end.
-local function iterate(v, pos)
-  if type(v) == "table" then
-    local i = 0
-    return function() i = i + 1; return v[i] end
-  elseif type(v) == "function" then
-    return v
-  end
-  error(("bad argument #%d to 'map' (table or iterator function expected, got %s)")
-    :format(pos, type(v)), 3)
-end
-
+-- The last argument of map is its options table when it is a plain table
+-- (no metatable) that has keys but no [1]. An empty table is an (empty)
+-- sequence, so map(fn, t, {}) maps nothing, as zip would; a table with a
+-- misspelt option is still the options table, and an error.
 local function is_options(v)
   return type(v) == "table" and getmetatable(v) == nil and rawget(v, 1) == nil
+    and next(v) ~= nil
+end
+
+local function is_iterable(v)
+  local t = type(v)
+  return t == "table" or t == "function"
+end
+
+-- Lua passes several values only from the last expression of an argument
+-- list, so a generic-for iterator (function, state, control and maybe a
+-- closing value, as pairs, ipairs and io.lines return them) can only be the
+-- last iterable. Returns the position in args[1..n] of its function and its
+-- number of values (3 or 4), or nil: the last three values are one when the
+-- first is a function and the third (the control) is not an iterable; else
+-- the last four, tested the same way.
+local function find_for_iterator(args, n)
+  if n >= 3 and type(args[n - 2]) == "function" and not is_iterable(args[n]) then
+    return n - 2, 3
+  end
+  if n >= 4 and type(args[n - 3]) == "function" and not is_iterable(args[n - 1]) then
+    return n - 3, 4
+  end
+end
+
+local function closable(v)
+  if v == nil or v == false then return true end
+  local getmt = debug and debug.getmetatable or getmetatable
+  local mt = getmt(v)
+  return type(mt) == "table" and mt.__close ~= nil
+end
+
+-- A source yields the values of the next step of an iterable, nil first at
+-- its end. A sequence gives t[i]; a function is called as the generic for
+-- calls it, f(state, control), the control being the step's first value.
+local function sequence(t)
+  local i = 0
+  return function() i = i + 1; return t[i] end
+end
+
+local function stepper(iterator, state, control)
+  local function advance(...)
+    control = ...
+    return ...
+  end
+  return function() return advance(iterator(state, control)) end
+end
+
+-- The core names a value that cannot travel by its place in the call it
+-- encoded: "cannot transfer argument #5 (field 'x'): userdata". For a chunk
+-- that call is (fn, w, item 1's w values, item 2's...), for one item (fn,
+-- its values). Say which item and which of its values instead.
+local function transfer_error(msg, first_item, w, chunked)
+  local v, path, reason = msg:match("^cannot transfer argument #(%d+)(.-): (.*)$")
+  if not v then return "map: " .. msg end
+  v = tonumber(v)
+  local base = chunked and 3 or 2   -- the place of the first item's first value
+  if v < base then return "map: cannot transfer the function" .. path .. ": " .. reason end
+  local inner = path:match("^ %((.*)%)$")
+  return ("map: cannot transfer item %d (value #%d%s): %s"):format(first_item + (v - base) // w,
+    (v - base) % w + 1, inner and ", " .. inner or "", reason)
 end
 
 --- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize })
@@ -202,33 +320,115 @@ function methods:map(fn, ...)
     check_options(opts, MAP_OPTIONS, "map")
   end
   if nargs == 0 then error("bad argument #2 to 'map' (an iterable expected)", 2) end
-  local ftype = type(fn)
-  if ftype ~= "function" and not (getmetatable(fn) or {}).__call then
-    error(("bad argument #1 to 'map' (function expected, got %s)"):format(ftype), 2)
+  if not callable(fn) then
+    error(("bad argument #1 to 'map' (function expected, got %s)"):format(type(fn)), 2)
   end
   local timeout = check_timeout(opts.timeout, "map")
   local chunksize = check_count(opts.chunksize, "map", "chunksize", 1)
   local buffersize = check_count(opts.buffersize, "map", "buffersize", nil)
   local deadline = timeout and core.monotonic() + timeout
 
-  local m = nargs
+  -- The iterables: m sources, the last of which may be a generic-for
+  -- iterator with a closing value.
+  local last_at, last_n = find_for_iterator(args, nargs)
+  local m = last_at or nargs
+  local closing = last_n == 4 and args[nargs] or nil
+  if not closable(closing) then
+    error(("bad argument #%d to 'map' (the iterator's closing value must be nil, false "
+      .. "or have a __close metamethod, got %s)"):format(nargs + 1, show(closing)), 2)
+  end
   local sources = {}
-  for k = 1, m do sources[k] = iterate(args[k], k + 1) end
-  local exhausted = false
+  for k = 1, m do
+    local v = args[k]
+    if k == last_at then
+      sources[k] = stepper(v, args[k + 1], args[k + 2])
+    elseif type(v) == "table" then
+      sources[k] = sequence(v)
+    elseif type(v) == "function" then
+      sources[k] = stepper(v, nil, nil)
+    else
+      error(("bad argument #%d to 'map' (table or iterator function expected, got %s)")
+        :format(k + 1, type(v)), 2)
+    end
+  end
+  -- Every iterable gives one value per item but the last one when it is a
+  -- function: all the values of its step go to fn (fn(k, v) for pairs).
+  local last_all = type(args[m]) == "function"
   -- The common case, one table: fill reads it directly.
   local single = m == 1 and type(args[1]) == "table" and args[1] or nil
   local next_index = 1
 
-  -- Read up to `count` items and submit them in chunks. Returns how many.
+  -- The closing value is closed once, when reading ends (an iterable ran
+  -- out) or when the map's iteration ends, whichever comes first.
+  local input_closed = closing == nil
+  local function close_input()
+    if input_closed then return end
+    input_closed = true
+    local _ <close> = closing
+  end
+
+  local exhausted = false
+  local function stop_reading()
+    exhausted = true
+    close_input()
+  end
+
+  -- One item of the general case into `item`: returns its number of values,
+  -- or nil at the end of an iterable.
+  local item = {}
+  local function take_last(...)
+    local v = ...
+    if v == nil then return nil end
+    local n = select("#", ...)
+    item[m] = v
+    if n > 1 then table.move({ ... }, 2, n, m + 1, item) end
+    return m - 1 + n
+  end
+  local function read_item()
+    for s = 1, m - 1 do
+      local v = sources[s]()
+      if v == nil then return nil end
+      item[s] = v
+    end
+    if last_all then return take_last(sources[m]()) end
+    local v = sources[m]()
+    if v == nil then return nil end
+    item[m] = v
+    return m
+  end
+
   local submitted = {}   -- queue of { future, count } (chunks), head first
   local head, tail = 1, 0
   local in_flight = 0
+
+  -- Submits k items of w values each (chunk[1 .. k * w]) as one future. A
+  -- value that cannot travel is named by its item, not by its place in
+  -- the call the core saw.
+  local items_sent = 0
+  local function submit(chunk, k, w)
+    local f, msg
+    if chunksize == 1 then
+      f, msg = self:_submit_item(fn, table.unpack(chunk, 1, w))
+    else
+      f, msg = self:_submit_chunk(fn, w, table.unpack(chunk, 1, k * w))
+    end
+    if f == nil then
+      error({ core_error = transfer_error(msg, items_sent + 1, w, chunksize > 1) }, 0)
+    end
+    items_sent = items_sent + k
+    tail = tail + 1
+    submitted[tail] = { f, k }
+    return k
+  end
+
+  -- Reads up to `count` items and submits them in chunks of items with the
+  -- same number of values.
   local function fill(count)
     local added = 0
     while not exhausted and added < count do
-      local chunk, k = {}, 0
-      local want = math.min(chunksize, count - added)
+      local chunk, k, w = {}, 0, nil
       if single then   -- one sequence: read it in place, no call per item
+        local want = math.min(chunksize, count - added)
         local v = single[next_index]
         while v ~= nil and k < want do
           k = k + 1
@@ -236,73 +436,121 @@ function methods:map(fn, ...)
           next_index = next_index + 1
           v = single[next_index]
         end
-        if v == nil then exhausted = true end
-        want = k
-      end
-      while k < want do
-        local base = k * m
-        for s = 1, m do
-          local v = sources[s]()
-          if v == nil then exhausted = true; break end
-          chunk[base + s] = v
-        end
-        if exhausted then break end   -- a partial item stays past k * m
-        k = k + 1
-      end
-      if k == 0 then break end
-      local f
-      if chunksize == 1 then
-        f = self:submit(fn, table.unpack(chunk, 1, m))
+        if v == nil then stop_reading() end
+        w = 1
       else
-        f = self:_submit_chunk(fn, m, table.unpack(chunk, 1, k * m))
+        while k < chunksize and added + k < count do
+          local width = read_item()
+          if width == nil then stop_reading(); break end
+          if k > 0 and width ~= w then   -- a new width starts a new chunk
+            added = added + submit(chunk, k, w)
+            chunk, k = {}, 0
+          end
+          w = width
+          table.move(item, 1, w, k * w + 1, chunk)
+          k = k + 1
+        end
       end
-      tail = tail + 1
-      submitted[tail] = { f, k }
-      added = added + k
+      if k > 0 then added = added + submit(chunk, k, w) end
     end
     in_flight = in_flight + added
   end
 
-  fill(buffersize or math.huge)
+  -- Raises an error of fill at `level` (counted from the caller of
+  -- fill_error): a submit's error is the core's, others the iterables' own.
+  local function fill_error(err, level)
+    if type(err) == "table" and getmetatable(err) == nil and err.core_error ~= nil then
+      reraise(err.core_error, level + 1, true)
+    end
+    reraise(err, level + 1)
+  end
+
+  local ok, err = pcall(fill, buffersize or math.huge)
+  if not ok then
+    close_input()
+    fill_error(err, 2)
+  end
 
   local index = 0
   local outcome, pos, left = nil, 0, 0   -- the chunk being walked
+  local finished = false
+
+  -- The end of the iteration (the last item, an error, a break): cancels
+  -- the items not yet yielded and closes the closing value. Later calls of
+  -- the iterator return nil.
+  local function finish()
+    if finished then return end
+    finished = true
+    outcome, left = nil, 0
+    for q = head, tail do
+      local entry = submitted[q]
+      submitted[q] = nil
+      if entry then entry[1]:cancel() end
+    end
+    head = tail + 1
+    close_input()
+  end
+
   local function remaining()
     if not deadline then return nil end
     local r = deadline - core.monotonic()
     return r > 0 and r or 0
   end
+
+  -- The outcome of the future of item `index`: its values table, or the
+  -- error raised at the user's loop (the caller of the iterator).
+  local function wait_for(f)
+    local got, t = pcall(f._outcome, f, remaining())
+    if got then return t end
+    local done = f:done()
+    if not done then f:cancel() end   -- not yielded either (as Python does)
+    finish()
+    if not done and futures.iserror(t, futures.TimeoutError) then
+      raise(futures.TimeoutError, "map: item %d not done after %g seconds", index, timeout)
+    end
+    if done then error(t, 0) end   -- the task's own error, unchanged
+    reraise(t, 3, true)            -- interrupted!
+  end
+
   local function next_item()
+    if finished then return nil end
     if left == 0 then
-      if head > tail then return nil end
+      if head > tail then finish(); return nil end
       local entry = submitted[head]
       submitted[head] = nil
       head = head + 1
       in_flight = in_flight - entry[2]
-      if buffersize then fill(buffersize - in_flight) end
+      if buffersize then
+        local filled, ferr = pcall(fill, buffersize - in_flight)
+        if not filled then
+          submitted[head - 1] = entry   -- cancelled with the rest
+          head = head - 1
+          finish()
+          fill_error(ferr, 2)
+        end
+      end
       index = index + 1
       if chunksize == 1 then
-        local t = entry[1]:_outcome(remaining())
+        local t = wait_for(entry[1])
         return index, table.unpack(t, 1, t.n)
       end
-      outcome, pos, left = entry[1]:_outcome(remaining()), 1, entry[2]
+      outcome, pos, left = wait_for(entry[1])[1], 1, entry[2]
     else
       index = index + 1
     end
     left = left - 1
-    local ok, n = outcome[pos], outcome[pos + 1]
+    local ok_item, n = outcome[pos], outcome[pos + 1]
     local first = pos + 2
     pos = first + n
-    if not ok then error(outcome[first], 0) end
+    if not ok_item then
+      local e = outcome[first]
+      finish()
+      error(e, 0)
+    end
     if n == 1 then return index, outcome[first] end
     return index, table.unpack(outcome, first, first + n - 1)
   end
-  local closer = setmetatable({}, { __close = function()
-    for q = head, tail do
-      local entry = submitted[q]
-      if entry then entry[1]:cancel() end
-    end
-  end })
+  local closer = setmetatable({}, { __close = function() finish() end })
   return next_item, nil, nil, closer
 end
 
@@ -316,6 +564,7 @@ local WHEN = { ALL_COMPLETED = 0, FIRST_COMPLETED = 1, FIRST_EXCEPTION = 2 }
 --- done, not_done = futures.wait(fs, { timeout, return_when })
 --- (or futures.wait(fs, timeout, return_when))
 function futures.wait(fs, timeout, return_when)
+  check_dot(fs, "wait")
   if type(fs) ~= "table" then
     error(("bad argument #1 to 'wait' (table of futures expected, got %s)"):format(type(fs)), 2)
   end
@@ -328,13 +577,16 @@ function futures.wait(fs, timeout, return_when)
   local when = WHEN[return_when or "ALL_COMPLETED"]
   if not when then
     error(("bad argument to 'wait' (return_when must be FIRST_COMPLETED, "
-      .. "FIRST_EXCEPTION or ALL_COMPLETED, got %s)"):format(tostring(return_when)), 2)
+      .. "FIRST_EXCEPTION or ALL_COMPLETED, got %s)"):format(show(return_when)), 2)
   end
-  return core.wait(fs, timeout, when)
+  local ok, done, not_done = pcall(core.wait, fs, timeout, when)
+  if not ok then reraise(done, 2, true) end
+  return done, not_done
 end
 
 --- for f in futures.as_completed(fs, timeout) do ... end
 function futures.as_completed(fs, timeout)
+  check_dot(fs, "as_completed")
   if type(fs) ~= "table" then
     error(("bad argument #1 to 'as_completed' (table of futures expected, got %s)")
       :format(type(fs)), 2)
@@ -344,7 +596,8 @@ function futures.as_completed(fs, timeout)
   local waiter = core.waiter(fs)
   local deadline = timeout and core.monotonic() + timeout
   local function next_done()
-    local f, unfinished = waiter:next(deadline)
+    local ok, f, unfinished = pcall(waiter.next, waiter, deadline)
+    if not ok then reraise(f, 2, true) end
     if f == nil and unfinished then
       raise(futures.TimeoutError, "%d futures unfinished after %g seconds", unfinished, timeout)
     end

@@ -161,13 +161,21 @@ local Executor = {}
 ---@return futures.Future
 function Executor:submit(fn, ...) end
 
----Calls `fn` on the items of one or more iterables (sequences or iterator
----functions; zipped, the shortest ends) and yields `i, ...results` in input
----order. A failed call raises its error when the loop reaches it. A last
----argument that is an options table (no `[1]`) is `futures.MapOptions`.
+---Calls `fn` on the items of one or more iterables and yields
+---`i, ...results` in input order. An iterable is a sequence, an iterator
+---function, or — last — a whole generic-for iterator such as `pairs(t)`,
+---`ipairs(t)` or `io.lines(path)` (its closing value is closed when the map
+---ends); several are zipped, the shortest ends. The last iterable, when a
+---function, passes every value of its step (`fn(k, v)` for `pairs`). A last
+---argument with keys but no `[1]` is `futures.MapOptions`; `{}` is an empty
+---sequence. A failed call or a timeout raises when the loop reaches it, and
+---then the iteration is over: the rest is cancelled, later calls give nil.
 ---@param fn function
 ---@param ... any iterables, then optionally futures.MapOptions
 ---@return fun(): integer?, any
+---@return nil
+---@return nil
+---@return any closer # to-be-closed: cancels what is left
 function Executor:map(fn, ...) end
 
 ---Stops new submissions. With `wait` (default true) returns once every

@@ -171,6 +171,10 @@ end
 --- futures.progress(fs_or_iterator, { total, label, stream, tty, interval,
 --- width, timeout, clock }) -> an iterator for a generic for
 local function progress(source, opts)
+  if rawequal(source, package.loaded.futures) then
+    error("bad argument #1 to 'progress' (got the futures module; call it with '.': "
+      .. "futures.progress(...))", 2)
+  end
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
     error(("bad argument #2 to 'progress' (table expected, got %s)"):format(type(opts)), 2)

@@ -143,6 +143,174 @@ return function(name, make, env)
       assert.equals(50, last)
     end)
 
+    describe("map over generic-for iterators", function()
+      -- Runs the map and returns { [i] = { results... } }.
+      local function collect(...)
+        local got = {}
+        for i, a, b, c in ... do got[i] = { a, b, c } end
+        return got
+      end
+
+      it("takes pairs(t) as one iterable, each key and value the arguments of fn", function()
+        local ex <close> = make(2)
+        local seen = {}
+        for _, kv in ex:map(function(k, v) return k .. "=" .. v end, pairs { a = 1, b = 2, c = 3 }) do
+          seen[#seen + 1] = kv
+        end
+        table.sort(seen)
+        assert.same({ "a=1", "b=2", "c=3" }, seen)
+      end)
+
+      it("takes ipairs(t) as one iterable, in chunks too", function()
+        local ex <close> = make(2)
+        assert.same({ { 10 }, { 40 }, { 90 } },
+          collect(ex:map(function(i, v) return i * v end, ipairs { 10, 20, 30 })))
+        for _, cs in ipairs { 1, 2, 5 } do
+          -- options after an iterator: its values written out, then the table
+          local f, s, c = ipairs { 10, 20, 30 }
+          assert.same({ { 10 }, { 40 }, { 90 } },
+            collect(ex:map(function(i, v) return i * v end, f, s, c, { chunksize = cs, timeout = 10 })))
+        end
+      end)
+
+      it("takes io.lines(path) as one iterable", function()
+        local path = os.tmpname()
+        local out = assert(io.open(path, "w"))
+        out:write("alpha\nbeta\ngamma\n")
+        out:close()
+        local ex <close> = make(2)
+        local got = collect(ex:map(string.upper, io.lines(path)))
+        os.remove(path)
+        assert.same({ { "ALPHA" }, { "BETA" }, { "GAMMA" } }, got)
+      end)
+
+      it("zips a sequence or a function with a generic-for iterator, to the shortest", function()
+        local ex <close> = make(2)
+        assert.same({ { "a1x" }, { "b2y" } },
+          collect(ex:map(function(s, i, v) return s .. i .. v end, { "a", "b" }, ipairs { "x", "y", "z" })))
+        local n = 0
+        local function hundreds() n = n + 1; if n <= 3 then return n * 100 end end
+        assert.same({ { 102 }, { 204 } },
+          collect(ex:map(function(h, i, v) return h + i + v end, hundreds, ipairs { 1, 2 })))
+      end)
+
+      it("passes every value of a last iterator function's step to fn", function()
+        local ex <close> = make(2)
+        local k = 0
+        local function pairs_of() k = k + 1; if k <= 2 then return k, -k end end
+        assert.same({ { 2, 0 }, { 2, 0 } },
+          collect(ex:map(function(...) return select("#", ...), (...) + select(2, ...) end, pairs_of)))
+      end)
+
+      -- A generic-for quadruple whose closing value counts its closes.
+      local function counted(limit)
+        local closes = 0
+        local closing = setmetatable({}, { __close = function() closes = closes + 1 end })
+        local function step(_, i) i = i + 1; if not limit or i <= limit then return i end end
+        return function() return closes end, step, nil, 0, closing
+      end
+
+      it("closes the closing value once when the iterator runs out", function()
+        local ex <close> = make(2)
+        local closes, step, s, c, closing = counted(3)
+        local got = collect(ex:map(function(x) return x * 2 end, step, s, c, closing))
+        assert.same({ { 2 }, { 4 }, { 6 } }, got)
+        assert.equals(1, closes())
+      end)
+
+      it("closes the closing value when the loop breaks or raises", function()
+        local ex <close> = make(2)
+        local closes, step, s, c, closing = counted(nil)   -- endless
+        for i in ex:map(function(x) return x end, step, s, c, closing, { buffersize = 2 }) do
+          if i == 5 then break end
+        end
+        assert.equals(1, closes())
+        closes, step, s, c, closing = counted(nil)
+        local ok = pcall(function()
+          for i in ex:map(function(x) return x end, step, s, c, closing, { buffersize = 2 }) do
+            if i == 3 then error("in the loop") end
+          end
+        end)
+        assert.is_false(ok)
+        assert.equals(1, closes())
+      end)
+
+      it("refuses a closing value that cannot be closed", function()
+        local ex <close> = make(1)
+        local function step(_, i) if i < 2 then return i + 1 end end
+        local err = helpers.error_of(ex.map, ex, print, step, nil, 0, 42)
+        assert.matches("bad argument #5 to 'map'", err, 1, true)
+        assert.matches("closing value", err, 1, true)
+      end)
+    end)
+
+    it("takes a trailing empty table for an empty iterable, not for options", function()
+      local ex <close> = make(2)
+      local n = 0
+      for _ in ex:map(function(x) return x end, { 1, 2, 3 }, {}) do n = n + 1 end
+      assert.equals(0, n)
+      for _ in ex:map(function(x) return x end, { 1, 2, 3 }, {}, { timeout = 10 }) do n = n + 1 end
+      assert.equals(0, n)
+      for _ in ex:map(function(x) return x end, { 1, 2, 3 }, { timeout = 10 }) do n = n + 1 end
+      assert.equals(3, n)
+    end)
+
+    it("ends the iteration at an error: the rest is cancelled, later calls return nil", function()
+      local ex <close> = make(1)
+      local log = os.tmpname()
+      local function task(x)
+        local f = io.open(log, "a"); f:write(x, "\n"); f:close()
+        if x == 3 then error("item three") end
+        if x == 4 then require("futures").sleep(0.5) end
+        return x
+      end
+      local it, _, _, closer = ex:map(task, { 1, 2, 3, 4, 5, 6, 7, 8 })
+      assert.same({ 1, 1 }, { it() })
+      assert.same({ 2, 2 }, { it() })
+      local ok, err = pcall(it)
+      assert.is_false(ok)
+      assert.matches("item three", err)
+      assert.is_nil(it())
+      assert.is_nil(it())
+      getmetatable(closer).__close(closer)   -- still fine
+      ex:shutdown()
+      local ran = {}
+      for line in io.lines(log) do ran[#ran + 1] = tonumber(line) end
+      os.remove(log)
+      table.sort(ran)
+      -- 4 may have started before the error was seen; 5 to 8 never do
+      if #ran == 3 then ran[4] = 4 end
+      assert.same({ 1, 2, 3, 4 }, ran)
+    end)
+
+    it("raises a TimeoutError naming the item and the caller's timeout, once", function()
+      local ex <close> = make(1)
+      local function nap(s) require("futures").sleep(s) return s end
+      local it = ex:map(nap, { 0, 1.0, 0 }, { timeout = 0.5 })
+      assert.same({ 1, 0 }, { it() })
+      local ok, err = pcall(it)
+      assert.is_false(ok)
+      assert.is_true(futures.iserror(err, futures.TimeoutError))
+      assert.equals("map: item 2 not done after 0.5 seconds", err.message)
+      assert.is_nil(it())
+    end)
+
+    it("cancels the item that timed out when it has not started", function()
+      local ex <close> = make(1)
+      local log = os.tmpname()
+      local function task(x) local f = io.open(log, "a"); f:write(x, "\n"); f:close(); return x end
+      local blocker = ex:submit(function() require("futures").sleep(0.5) end)
+      local it = ex:map(task, { 1, 2 }, { timeout = 0.1 })
+      local ok, err = pcall(it)
+      assert.is_false(ok)
+      assert.equals("map: item 1 not done after 0.1 seconds", err.message)
+      blocker:result(10)
+      ex:shutdown()
+      local ran = io.open(log):read("a")
+      os.remove(log)
+      assert.equals("", ran)
+    end)
+
     it("rejects unknown map options", function()
       local ex <close> = make(1)
       assert.has_error(function() ex:map(print, { 1 }, { chunk = 2 }) end)
@@ -181,6 +349,33 @@ return function(name, make, env)
       local ex <close> = make { max_workers = 1,
         initializer = function(v) _G.init_value = v end, initargs = { "ready" } }
       assert.equals("ready", ex:submit(function() return _G.init_value end):result(10))
+    end)
+
+    it("gives a task the worker's own module, not the caller's table", function()
+      local tunable = require "support.tunable"
+      local ex <close> = make(1)
+      tunable.factor = 10
+      local by_upvalue = ex:submit(function(x) return x * tunable.factor end, 2)
+      local by_require = ex:submit(function(x) return x * require("support.tunable").factor end, 2)
+      local as_argument = ex:submit(function(x, k) return x * k end, 2, tunable.factor)
+      local ok, a, b, c = pcall(function()
+        return by_upvalue:result(10), by_require:result(10), as_argument:result(10)
+      end)
+      tunable.factor = 1
+      assert.is_true(ok, tostring(a))
+      assert.same({ 2, 2, 20 }, { a, b, c })
+    end)
+
+    it("gives workers package.path as it was when the pool was created", function()
+      local ex <close> = make(1)
+      local saved = package.path
+      package.path = package.path .. ";/nonexistent/set-later/?.lua"
+      local ok, seen = pcall(function()
+        return ex:submit(function() return package.path end):result(10)
+      end)
+      package.path = saved
+      assert.is_true(ok, tostring(seen))
+      assert.is_nil(seen:find("/nonexistent/set-later", 1, true))
     end)
 
     it("lets C functions travel by name", function()

@@ -55,6 +55,25 @@ function shell.lua_futures(args, seconds)
   return shell.run(table.concat(words, " "), seconds)
 end
 
+-- Runs the Lua code `code` in a child process: the interpreter that runs
+-- the specs (LUA_FUTURES_SPEC_INTERP, else lua5.4) with this process's
+-- package.path and package.cpath, from the repository root, so that it
+-- loads the same futures module (and spec/support/). `args` (a list) are
+-- the chunk's `...`. For what prints on the C side's stderr, which a spec
+-- cannot capture in its own process: the result's `err` holds it.
+-- Returns what shell.run returns.
+function shell.run_lua(code, args, seconds)
+  local interp = os.getenv("LUA_FUTURES_SPEC_INTERP") or "lua5.4"
+  local script = shell.write_file(os.tmpname(), code)
+  local words = { "cd", shell.q(shell.ROOT), "&&", "env -u LUA_INIT -u LUA_INIT_5_4",
+    "LUA_PATH_5_4=" .. shell.q(package.path), "LUA_CPATH_5_4=" .. shell.q(package.cpath),
+    shell.q(interp), shell.q(script) }
+  for _, a in ipairs(args or {}) do words[#words + 1] = shell.q(a) end
+  local r = shell.run(table.concat(words, " "), seconds)
+  os.remove(script)
+  return r
+end
+
 -- A fresh temporary directory, and its removal.
 function shell.tmpdir()
   return (capture("mktemp -d"):gsub("\n$", ""))

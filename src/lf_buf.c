@@ -41,7 +41,8 @@ int lf_kind_register(const lf_handle_kind *kind) {
 
 void lf_buf_free(lf_buf *b) {
   for (size_t i = 0; i < b->nhandles; i++)
-    b->handles[i].kind->release(b->handles[i].obj);
+    if (b->handles[i].kind != NULL)   /* NULL: weakened */
+      b->handles[i].kind->release(b->handles[i].obj);
   free(b->handles);
   free(b->data);
   b->data = NULL;
@@ -62,6 +63,17 @@ int lf_buf_add_handle(lf_buf *b, const lf_handle_kind *kind, void *obj) {
   b->handles[b->nhandles].obj = obj;
   b->nhandles++;
   return 0;
+}
+
+size_t lf_buf_weaken(lf_buf *b, const void *obj) {
+  size_t n = 0;
+  for (size_t i = 0; i < b->nhandles; i++) {
+    if (b->handles[i].obj != obj || b->handles[i].kind == NULL) continue;
+    b->handles[i].kind->release(b->handles[i].obj);
+    b->handles[i].kind = NULL;
+    n++;
+  }
+  return n;
 }
 
 void lf_buf_shrink(lf_buf *b) {

@@ -63,6 +63,13 @@ void lf_buf_free(lf_buf *b);
 ** caller's to drop). */
 int lf_buf_add_handle(lf_buf *b, const lf_handle_kind *kind, void *obj);
 
+/* Turn b's references to obj into weak ones: release them now and never
+** again. For an object whose own buffer mentions it (a future whose result
+** holds the future): anyone who decodes the buffer holds the object
+** already, and a strong reference would keep it alive forever. Returns how
+** many there were. */
+size_t lf_buf_weaken(lf_buf *b, const void *obj);
+
 /* Give back slack beyond len (a buffer that will wait long in a queue).
 ** Keeps the buffer as it is when realloc fails. */
 void lf_buf_shrink(lf_buf *b);

@@ -71,6 +71,7 @@ typedef struct lf_pool_config {
   const char *path, *cpath;   /* package.path/cpath of worker states */
   int max_depth;              /* codec nesting limit both ways */
   int return_functions;       /* results may carry Lua functions (process) */
+  size_t max_memory;          /* bytes of Lua heap per worker, 0: none */
   long max_tasks_per_child;   /* process pool: 0 for no limit */
   const char *exe;            /* process pool: the interpreter, for argv[0] */
   const char *spawn_path;     /* process pool: what is executed */

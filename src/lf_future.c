@@ -160,6 +160,10 @@ int lf_future_set_running(lf_future *f) {
 }
 
 int lf_future_finish(lf_future *f, lf_buf *res, int failed) {
+  /* A result that holds its own future (f:set_result(f)) must not keep it
+  ** alive: whoever decodes the result holds f already. The caller holds a
+  ** reference of its own, so this release never frees f. */
+  lf_buf_weaken(res, f);
   lf_lock(&f->mu);
   if (f->state == LF_CANCELLED || f->state == LF_FINISHED) {
     lf_unlock(&f->mu);

@@ -54,7 +54,13 @@ void lf_push_future(lua_State *L, lf_future *f) {
 }
 
 lf_future *lf_check_future(lua_State *L, int idx) {
-  lf_future **ud = luaL_checkudata(L, idx, LF_FUTURE_MT);
+  lf_future **ud = luaL_testudata(L, idx, LF_FUTURE_MT);
+  if (ud == NULL) {
+    const char *got = luaL_getmetafield(L, idx, "__name") == LUA_TSTRING
+                    ? lua_tostring(L, -1) : luaL_typename(L, idx);
+    luaL_argerror(L, idx, lua_pushfstring(L, LF_FUTURE_MT " expected, got "
+                                          "%s; call it with ':'", got));
+  }
   if (*ud == NULL) luaL_argerror(L, idx, "future is released");
   return *ud;
 }
@@ -178,15 +184,21 @@ static void push_outcome(lua_State *L, int idx, lf_future *f, double timeout) {
   lua_setiuservalue(L, idx, 1);
 }
 
+/* Raises the task error of the outcome table at t, noting it for the
+** interpreter (LF_TASK_ERROR_KEY). [-0,+0,v] */
+static int raise_task_error(lua_State *L, int t) {
+  lua_pushvalue(L, t);
+  lua_setfield(L, LUA_REGISTRYINDEX, LF_TASK_ERROR_KEY);
+  lua_rawgeti(L, t, 1);
+  return lua_error(L);
+}
+
 static int future_result(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   double timeout = lf_opt_timeout(L, 2);
   push_outcome(L, 1, f, timeout);
   int t = lua_gettop(L);
-  if (lua_getfield(L, t, "failed") == LUA_TBOOLEAN) {
-    lua_rawgeti(L, t, 1);
-    return lua_error(L);
-  }
+  if (lua_getfield(L, t, "failed") == LUA_TBOOLEAN) return raise_task_error(L, t);
   lua_getfield(L, t, "n");
   int n = (int)lua_tointeger(L, -1);
   lua_settop(L, t);
@@ -200,12 +212,21 @@ static int future_outcome(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   double timeout = lf_opt_timeout(L, 2);
   push_outcome(L, 1, f, timeout);
-  if (lua_getfield(L, -1, "failed") == LUA_TBOOLEAN) {
-    lua_rawgeti(L, -2, 1);
-    return lua_error(L);
-  }
+  if (lua_getfield(L, -1, "failed") == LUA_TBOOLEAN)
+    return raise_task_error(L, lua_gettop(L) - 1);
   lua_pop(L, 1);
   return 1;
+}
+
+/* core._raise_task_error(err, traceback): how map raises the error of an
+** item of a chunk, noted as result() notes one. */
+static int core_raise_task_error(lua_State *L) {
+  lua_settop(L, 2);
+  lua_createtable(L, 2, 0);
+  lua_insert(L, 1);
+  lua_rawseti(L, 1, 2);
+  lua_rawseti(L, 1, 1);
+  return raise_task_error(L, 1);
 }
 
 /* f:exception([timeout]) -> nil for a success (one value, always), or the
@@ -297,6 +318,10 @@ static int future_set_exception(lua_State *L) {
   lf_check_future(L, 1);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
+  if (!lua_toboolean(L, 2)) {   /* as a task's error(nil): see lf_task.c */
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 2));
+    lua_replace(L, 2);
+  }
   luaL_traceback(L, L, NULL, 1);
   return finish_with(L, 2, 2, "error", 1);
 }
@@ -506,6 +531,8 @@ void lf_bind_future(lua_State *L) {
   lua_setfield(L, -2, "wait");
   lua_pushcfunction(L, core_waiter);
   lua_setfield(L, -2, "waiter");
+  lua_pushcfunction(L, core_raise_task_error);
+  lua_setfield(L, -2, "_raise_task_error");
   luaL_newmetatable(L, WAITER_MT);
   lua_pushcfunction(L, waiter_gc);
   lua_setfield(L, -2, "__gc");

@@ -11,6 +11,12 @@
 #include "lf_future.h"
 
 
+/* Registry field: the outcome { err, traceback } of the last task error
+** that result() (or map) raised in this state, so that an interpreter
+** that reports an uncaught error can show where it came from in the
+** worker too. */
+#define LF_TASK_ERROR_KEY "futures.task_error"
+
 void lf_push_future(lua_State *L, lf_future *f);      /* [-0,+1,m] */
 lf_future *lf_check_future(lua_State *L, int idx);    /* [-0,+0,v] */
 lf_future *lf_test_future(lua_State *L, int idx);     /* [-0,+0,-] */

@@ -420,7 +420,9 @@ static int spawn_worker(lf_ppool *p, lf_proc *w) {
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
                                   POSIX_SPAWN_SETSIGDEF);
-  char *argv[] = { p->exe, (char *)LF_WORKER_FLAG, NULL };
+  char host[24];   /* the worker checks that its parent is still us */
+  snprintf(host, sizeof host, "%ld", (long)getpid());
+  char *argv[] = { p->exe, (char *)LF_WORKER_FLAG, host, NULL };
   pid_t pid;
   int rc = posix_spawn(&pid, p->spawn_path, &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -511,6 +513,12 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
       p->startup_failures = 0;
       break;
     case LF_FRAME_INIT_FAILED: {
+      /* After READY this is a protocol violation of one worker (a C module
+      ** writing to its socket, say), not a start-up failure of the pool. */
+      if (w->ready) {
+        kill_worker(w, "it sent INIT_FAILED after READY");
+        break;
+      }
       /* Its text, bounded: "initializer failed: ..." or a version clash. */
       const char *text = payload->data ? (const char *)payload->data : "";
       int n = (int)(payload->len < 1000 ? payload->len : 1000);
@@ -813,11 +821,15 @@ static void *reader_main(void *arg) {
 
 /* ---- construction ---- */
 
-/* The INIT payload (lf_process_pool.h). NULL when out of memory. */
-static unsigned char *make_init(const char *path, const char *cpath,
-                                const lf_buf *init, size_t *len) {
-  const char *strs[3] = { LF_VERSION, path, cpath };
-  size_t n = 4 + init->len;
+/* The INIT payload (lf_proto.h). NULL when out of memory. */
+static unsigned char *make_init(const lf_pool_config *cfg, const lf_buf *init,
+                                int max_depth, size_t *len) {
+  const char *strs[3] = { LF_VERSION, cfg->path, cfg->cpath };
+  uint64_t settings[LF_INIT_NSETTINGS];
+  settings[LF_INIT_MAX_DEPTH] = (uint64_t)max_depth;
+  settings[LF_INIT_MAX_MEMORY] = (uint64_t)cfg->max_memory;
+  uint32_t nsettings = LF_INIT_NSETTINGS;
+  size_t n = 4 + 4 + sizeof settings + init->len;
   for (int i = 0; i < 3; i++) n += 4 + (strs[i] ? strlen(strs[i]) : 0);
   unsigned char *b = malloc(n), *q = b;
   if (b == NULL) return NULL;
@@ -830,6 +842,10 @@ static unsigned char *make_init(const char *path, const char *cpath,
     q += 4;
     if (strs[i]) { memcpy(q, strs[i], sl); q += sl; }
   }
+  memcpy(q, &nsettings, 4);
+  q += 4;
+  memcpy(q, settings, sizeof settings);
+  q += sizeof settings;
   if (init->len > 0) memcpy(q, init->data, init->len);
   *len = n;
   return b;
@@ -846,7 +862,9 @@ lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
   p->pfd_proc = calloc(1 + 2 * (size_t)max_workers, sizeof *p->pfd_proc);
   p->exe = strdup(cfg->exe);
   p->spawn_path = strdup(cfg->spawn_path);
-  p->init = make_init(cfg->path, cfg->cpath, cfg->init ? cfg->init : &no_init,
+  p->init = make_init(cfg, cfg->init ? cfg->init : &no_init,
+                      cfg->max_depth > 0 ? cfg->max_depth
+                                         : LF_CODEC_DEFAULT_DEPTH,
                       &p->init_len);
   p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (!p->procs || !p->pfds || !p->pfd_proc || !p->exe || !p->spawn_path ||

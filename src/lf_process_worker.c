@@ -253,8 +253,8 @@ static int take_string(const unsigned char **p, const unsigned char *end,
 }
 
 /* Reads INIT, builds the state and runs the initializer; answers READY or
-** INIT_FAILED (and exits). */
-static lua_State *start(rbuf *rb, const lf_codec_opts *opts) {
+** INIT_FAILED (and exits). Takes the codec settings of INIT into opts. */
+static lua_State *start(rbuf *rb, lf_codec_opts *opts) {
   lf_frame fr;
   unsigned char *payload;
   if (read_frame(rb, &fr, &payload) != 1 || fr.type != LF_FRAME_INIT)
@@ -273,13 +273,26 @@ static lua_State *start(rbuf *rb, const lf_codec_opts *opts) {
              LF_PROC_PROTO, version ? version : "?", (unsigned)proto);
     init_failed(msg);
   }
-  if (take_string(&p, end, &path) != 0 || take_string(&p, end, &cpath) != 0)
+  uint32_t nsettings = 0;
+  uint64_t settings[LF_INIT_NSETTINGS] = { 0 };
+  if (take_string(&p, end, &path) != 0 || take_string(&p, end, &cpath) != 0 ||
+      end - p < 4)
     init_failed("malformed INIT frame");
+  memcpy(&nsettings, p, 4);
+  p += 4;
+  if ((size_t)(end - p) / 8 < nsettings) init_failed("malformed INIT frame");
+  for (uint32_t i = 0; i < nsettings; i++, p += 8)
+    if (i < LF_INIT_NSETTINGS) memcpy(&settings[i], p, 8);
+  if (settings[LF_INIT_MAX_DEPTH] > 0 &&
+      settings[LF_INIT_MAX_DEPTH] <= LF_CODEC_MAX_DEPTH)
+    opts->max_depth = (int)settings[LF_INIT_MAX_DEPTH];
   lua_State *L = lf_new_state(path, cpath);
   free(version);
   free(path);
   free(cpath);
   if (L == NULL) init_failed("not enough memory to start a worker");
+  if (settings[LF_INIT_MAX_MEMORY] > 0)
+    lf_state_set_limit(L, (size_t)settings[LF_INIT_MAX_MEMORY]);
   if (p < end) {
     begin_busy();
     if (lf_task_init(L, p, (size_t)(end - p), opts) != 0) {
@@ -309,8 +322,12 @@ static int check_size(lua_State *L, lf_buf *out, const lf_codec_opts *opts) {
 }
 
 int lf_process_worker_main(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+  /* No worker outlives its host, whatever state it is in (a stopped
+  ** process cannot run its watchdog): the kernel kills it when the host's
+  ** thread that started it ends. If the host died before this line, the
+  ** parent is already another process. */
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (argc > 2 && (long)getppid() != strtol(argv[2], NULL, 10)) _exit(1);
   struct stat st;
   if (fstat(LF_PROC_FD, &st) != 0 || !S_ISSOCK(st.st_mode)) {
     fputs("lua-futures: " LF_WORKER_FLAG " is the worker mode of process "
@@ -328,6 +345,7 @@ int lf_process_worker_main(int argc, char **argv) {
   opts.in_process = 0;   /* shared handles cannot leave this process */
   rbuf rb = { NULL, 0, 0, 0, 0, 0, 0 };
   lua_State *L = start(&rb, &opts);
+  lf_task_heap heap = { 0, 0 };
   int status = 0;
   for (;;) {
     lf_frame fr;
@@ -342,6 +360,7 @@ int lf_process_worker_main(int argc, char **argv) {
     note_arrival();
     begin_busy();
     lf_buf out = LF_BUF_INIT;
+    lf_task_begin(L, &heap);
     int failed = lf_task_run(L, (lf_taskkind)fr.flag, payload,
                                (size_t)fr.len, &out, &opts);
     if (check_size(L, &out, &opts) > 0) failed = 1;
@@ -350,6 +369,8 @@ int lf_process_worker_main(int argc, char **argv) {
     result_sent_at = lf_now();
     lf_buf_free(&out);
     atomic_store(&busy, 0);
+    lf_task_end(L, &heap, failed);
+    lf_task_idle(&heap);
   }
   free(rb.data);
   lf_close_state(L);

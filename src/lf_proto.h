@@ -24,8 +24,9 @@
 **
 ** INIT payload: u32 LF_PROC_PROTO, then three strings each as u32 length +
 ** bytes (length LF_PROC_NOSTR for "absent"): the host's LF_VERSION,
-** package.path, package.cpath; the rest is the encoded initializer call
-** (fn, args...) or nothing. TASK payload: the encoded call (lf_worker.h
+** package.path, package.cpath; then u32 n and n u64 settings (LF_INIT_*:
+** a worker takes those it knows, in order); the rest is the encoded
+** initializer call (fn, args...) or nothing. TASK payload: the encoded call (lf_worker.h
 ** layouts). RESULT payload: the encoded outcome. INIT_FAILED payload: the
 ** error message as text. READY: empty.
 **
@@ -46,11 +47,18 @@
 
 #define LF_PROC_FD 3                 /* the worker's end of the socketpair */
 #define LF_WORKER_FLAG "--lf-worker" /* argv[1] of a worker process */
-#define LF_PROC_PROTO 1u             /* bumped when the frames change */
+#define LF_PROC_PROTO 2u             /* bumped when the frames change */
 #define LF_PROC_NOSTR 0xFFFFFFFFu    /* an absent string in INIT */
 #define LF_PROC_HDR 16
 #define LF_PROC_FRAME_MAX ((uint64_t)1 << 36)   /* 64 GiB */
 #define LF_PROC_BIGCHUNK ((size_t)64 << 20)     /* allocate ahead at most */
+
+/* The settings of INIT, by position. */
+enum {
+  LF_INIT_MAX_DEPTH,     /* the codec's nesting limit, both ways */
+  LF_INIT_MAX_MEMORY,    /* bytes of Lua heap for the worker state, 0: none */
+  LF_INIT_NSETTINGS
+};
 
 enum {
   LF_FRAME_INIT = 1,     /* host -> worker */

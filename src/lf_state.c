@@ -9,9 +9,12 @@
 ** Ownership: each state made by lf_new_state has a malloc'd heap record as
 ** its allocator's ud; lf_close_state closes the state and then frees it.
 */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "lauxlib.h"
 #include "lualib.h"
@@ -38,18 +41,92 @@ int lf_state_is_interpreter(void) {
 
 /* ---- the counting allocator ---- */
 
+/* Blocks of at least BIG_BLOCK bytes get a mapping of their own, given
+** back to the system when freed: the C allocator keeps what a thread
+** arena once held mapped (malloc_trim releases the pages, not the address
+** space), so a worker that ran out of memory would leave the host none to
+** allocate under an address-space limit. A mapped block keeps its mapping
+** when Lua shrinks it below BIG_BLOCK and malloc cannot take it over;
+** such blocks are few and listed in `shrunk`. */
+#define BIG_BLOCK ((size_t)256 << 10)
+
 typedef struct heap {
   atomic_size_t used;
   size_t limit;            /* 0: none */
   int hit;                 /* an allocation failed on the limit */
+  void **shrunk;           /* mapped blocks now smaller than BIG_BLOCK */
+  size_t nshrunk, capshrunk;
 } heap;
+
+static int is_shrunk(heap *h, void *p, int forget) {
+  for (size_t i = 0; i < h->nshrunk; i++) {
+    if (h->shrunk[i] != p) continue;
+    if (forget) h->shrunk[i] = h->shrunk[--h->nshrunk];
+    return 1;
+  }
+  return 0;
+}
+
+/* Is the block p of `size` bytes a mapping of its own? */
+static int mapped(heap *h, void *p, size_t size) {
+  return size >= BIG_BLOCK || (h->nshrunk > 0 && is_shrunk(h, p, 0));
+}
+
+static void *map_block(size_t n) {
+  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+/* realloc with the mapping rule above; NULL when out of memory (never for
+** a shrink). */
+static void *block_realloc(heap *h, void *ptr, size_t osize, size_t nsize) {
+  int was = ptr != NULL && mapped(h, ptr, osize);
+  if (nsize >= BIG_BLOCK) {
+    if (was) {
+      void *q = mremap(ptr, osize, nsize, MREMAP_MAYMOVE);
+      if (q == MAP_FAILED) return nsize > osize ? NULL : ptr;
+      if (osize < BIG_BLOCK) is_shrunk(h, ptr, 1);
+      return q;
+    }
+    void *q = map_block(nsize);
+    if (q != NULL && ptr != NULL) {
+      memcpy(q, ptr, osize);
+      free(ptr);
+    }
+    return q;
+  }
+  if (!was) return realloc(ptr, nsize);
+  void *q = malloc(nsize);   /* a mapped block shrinks into the heap */
+  if (q != NULL) {
+    memcpy(q, ptr, nsize);
+    if (osize < BIG_BLOCK) is_shrunk(h, ptr, 1);
+    munmap(ptr, osize);
+    return q;
+  }
+  if (osize < BIG_BLOCK) return ptr;   /* listed already */
+  if (h->nshrunk == h->capshrunk) {
+    size_t cap = h->capshrunk ? 2 * h->capshrunk : 8;
+    void **l = realloc(h->shrunk, cap * sizeof *l);
+    if (l == NULL) return ptr;   /* keeps its size: stays mapped, unlisted */
+    h->shrunk = l;
+    h->capshrunk = cap;
+  }
+  h->shrunk[h->nshrunk++] = ptr;
+  return ptr;
+}
 
 /* Lua's allocator contract: a free (nsize 0) and a shrink never fail. */
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   heap *h = ud;
   if (ptr == NULL) osize = 0;   /* then osize is the kind of object */
   if (nsize == 0) {
-    free(ptr);
+    if (ptr != NULL && mapped(h, ptr, osize)) {
+      if (osize < BIG_BLOCK) is_shrunk(h, ptr, 1);
+      munmap(ptr, osize);
+    } else {
+      free(ptr);
+    }
     atomic_fetch_sub_explicit(&h->used, osize, memory_order_relaxed);
     return NULL;
   }
@@ -63,7 +140,7 @@ static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (lf_fault_state_alloc()) return NULL;
 #endif
   }
-  void *p = realloc(ptr, nsize);
+  void *p = block_realloc(h, ptr, osize, nsize);
   if (p == NULL) return nsize > osize ? NULL : ptr;
   if (nsize > osize)
     atomic_fetch_add_explicit(&h->used, nsize - osize, memory_order_relaxed);
@@ -111,11 +188,41 @@ int lf_state_hit_limit(lua_State *L) {
 
 /* ---- new states ---- */
 
+/* io.popen of worker states. Lua's own calls fflush(NULL) first, which
+** locks every stream of the process in turn and so waits for any other
+** thread blocked reading its own pipe: thread tasks that shell out would
+** run one after the other. Here only stdout is flushed, so that what a
+** task printed still comes before what its command prints; the rest is
+** liolib's io.popen. */
+static int worker_pclose(lua_State *L) {
+  luaL_Stream *p = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+  errno = 0;
+  return luaL_execresult(L, pclose(p->f));
+}
+
+static int worker_popen(lua_State *L) {
+  const char *cmd = luaL_checkstring(L, 1);
+  const char *mode = luaL_optstring(L, 2, "r");
+  luaL_Stream *p = lua_newuserdatauv(L, sizeof *p, 0);
+  p->closef = NULL;   /* a closed stream until it is open */
+  luaL_setmetatable(L, LUA_FILEHANDLE);
+  luaL_argcheck(L, (mode[0] == 'r' || mode[0] == 'w') && mode[1] == '\0', 2,
+                "invalid mode");
+  fflush(stdout);
+  p->f = popen(cmd, mode);
+  p->closef = worker_pclose;
+  return p->f == NULL ? luaL_fileresult(L, 0, cmd) : 1;
+}
+
 /* Runs inside lua_pcall in a new state: a memory error is caught. */
 static int setup_state(lua_State *L) {
   const char *path = lua_touserdata(L, 1);
   const char *cpath = lua_touserdata(L, 2);
   luaL_openlibs(L);
+  lua_getglobal(L, "io");
+  lua_pushcfunction(L, worker_popen);
+  lua_setfield(L, -2, "popen");
+  lua_pop(L, 1);
   lua_CFunction open = atomic_load(&core_opener);
   if (open != NULL) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
@@ -152,6 +259,7 @@ lua_State *lf_new_state(const char *path, const char *cpath) {
 void lf_close_state(lua_State *L) {
   heap *h = heap_of(L);
   lua_close(L);
+  if (h != NULL) free(h->shrunk);
   free(h);
 }
 

@@ -5,16 +5,25 @@
 ** Ownership: everything decoded lives in L and is popped before returning;
 ** the encoded outcome goes to the caller's buffer.
 */
+#include <malloc.h>
+
 #include "lauxlib.h"
 
 #include "lf_common.h"
+#include "lf_state.h"
 #include "lf_task.h"
 
 static const char TRACEBACK_KEY = 't';  /* registry: last task's traceback */
 
 /* Message handler: keeps the error value as it is (a table stays a table)
-** and records the traceback on the side. [-1,+1,m] */
+** and records the traceback on the side. A nil or false error becomes a
+** message, as lua.c makes it, so that a failed task can never look
+** successful to `if f:exception() then`. [-1,+1,m] */
 static int record_traceback(lua_State *L) {
+  if (!lua_toboolean(L, 1)) {
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    lua_replace(L, 1);
+  }
   const char *msg = lua_tostring(L, 1);
   luaL_traceback(L, L, msg, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TRACEBACK_KEY);
@@ -252,4 +261,24 @@ int lf_task_init(lua_State *L, const unsigned char *call, size_t len,
     lua_pushliteral(L, "initializer raised an error that cannot be shown");
   }
   return -1;
+}
+
+void lf_task_begin(lua_State *L, lf_task_heap *h) {
+  h->before = lf_state_heap(L);
+}
+
+void lf_task_end(lua_State *L, lf_task_heap *h, int failed) {
+  size_t peak = lf_state_heap(L);
+  if (!failed && peak < h->before + LF_TASK_GROWTH) return;
+  /* A failed task (out of memory, say) leaves its garbage; a big one
+  ** leaves a big heap: an idle worker would keep both until its next
+  ** task. */
+  lua_gc(L, LUA_GCCOLLECT);
+  if (peak > lf_state_heap(L) + LF_TASK_TRIM) h->trim = 1;
+}
+
+void lf_task_idle(lf_task_heap *h) {
+  if (!h->trim) return;
+  h->trim = 0;
+  malloc_trim(0);   /* every arena: the worker thread's included */
 }

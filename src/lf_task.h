@@ -27,6 +27,26 @@
 int lf_task_run(lua_State *L, lf_taskkind kind, const unsigned char *call,
                   size_t len, lf_buf *out, const lf_codec_opts *opts);
 
+/* What a worker's state held around its last task, so that the garbage of
+** a task that failed or grew the heap a lot does not stay in an idle
+** worker (and in the C allocator's arenas, where the host could not use
+** it). */
+typedef struct lf_task_heap {
+  size_t before;     /* heap at the start of the task */
+  int trim;          /* pages to give back once idle */
+} lf_task_heap;
+
+#define LF_TASK_GROWTH ((size_t)16 << 20)   /* collect after this much */
+#define LF_TASK_TRIM ((size_t)64 << 20)     /* trim after freeing this */
+
+/* Around each task: lf_task_begin before it, lf_task_end after it
+** (collects the state when the task failed or grew the heap by more than
+** LF_TASK_GROWTH), lf_task_idle when the worker is about to wait for
+** work (gives freed pages back to the system). */
+void lf_task_begin(lua_State *L, lf_task_heap *h);
+void lf_task_end(lua_State *L, lf_task_heap *h, int failed);
+void lf_task_idle(lf_task_heap *h);
+
 /* Runs an encoded initializer (fn, args...). Returns 0, or -1 with an error
 ** message pushed on L. */
 int lf_task_init(lua_State *L, const unsigned char *call, size_t len,

@@ -11,6 +11,10 @@
 **   codec_encode(inproc, ...) serialize, shared handles allowed if inproc
 **   codec_reseal(s)          s with its header's length and checksum redone
 **   codec_time(rounds, reps, ...)  median encode and decode ns
+**   write_fd(fd, bytes)      write raw bytes to a descriptor (a worker's
+**                            socket: what a buggy C module could do)
+**   malloc_trim()            give free memory back to the system, so that
+**                            the resident size measures what is in use
 ** docs/codec.md documents them.
 **
 ** Threads: every function runs on the thread that owns the calling state.
@@ -25,10 +29,12 @@
 ** closes it.
 */
 #include <dlfcn.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lauxlib.h"
 
@@ -277,7 +283,26 @@ static int codec_time(lua_State *L) {
   return 2;
 }
 
+/* write_fd(fd, s) -> bytes written */
+static int write_fd(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  ssize_t n = write(fd, s, len);
+  if (n < 0) return luaL_error(L, "write failed");
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+static int trim(lua_State *L) {
+  (void)L;
+  malloc_trim(0);
+  return 0;
+}
+
 static const luaL_Reg test_funcs[] = {
+  {"malloc_trim", trim},
+  {"write_fd", write_fd},
   {"codec_handle", codec_handle},
   {"codec_local", codec_local},
   {"codec_call", codec_call},

@@ -15,7 +15,10 @@
 ** without a signal (`spin_claims`), else signals only when an idle worker
 ** has no wake-up on its way (`wakeups`), else starts a thread; so a busy
 ** pool takes queued tasks with no system call at all. A worker re-checks the
-** queue under the mutex before it sleeps, so no task is ever stranded.
+** queue under the mutex before it sleeps, so no task is ever stranded. An
+** idle worker leaves the lock for its chores first (pages to give back
+** after a big task; its own state's callbacks, which it delivers every
+** CALLBACK_POLL while futures it watches are unfinished).
 **
 ** Ownership: the queue holds one reference to each queued future; the worker
 ** that dequeues it takes that reference over and drops it when done. Workers
@@ -29,6 +32,7 @@
 #include "lauxlib.h"
 
 #include "lf_common.h"
+#include "lf_context.h"
 #include "lf_state.h"
 #include "lf_task.h"
 #include "lf_thread_pool.h"
@@ -64,12 +68,24 @@ static void break_pool(lf_pool *p, const char *why) {
   lf_fail_queue(q, "BrokenThreadPool", p->base.broken, &p->base.opts);
 }
 
-/* Complete `done` (the task just run, if any) and take the next task, or
-** NULL when the worker should exit. The completion happens under the pool's
-** lock, so that whoever sees the result and submits again finds this worker
-** idle (or busy with a queued task) rather than starting another thread. */
+/* What an idle worker may have to do outside the pool's lock before it
+** sleeps: give pages back to the system once, and deliver its own state's
+** callbacks of futures that complete while it waits for work. */
+enum { CHORE_TRIM = 1, CHORE_CALLBACKS = 2 };
+#define CALLBACK_POLL 0.01   /* seconds between two deliveries when idle */
+
+/* next_task's answer when the worker has chores to do first. Compared,
+** never dereferenced. */
+static char chores_tag;
+#define CHORES ((lf_future *)(void *)&chores_tag)
+
+/* Complete `done` (the task just run, if any) and take the next task; or
+** CHORES, when there is none and the worker has `chores`; or NULL when the
+** worker should exit. The completion happens under the pool's lock, so
+** that whoever sees the result and submits again finds this worker idle
+** (or busy with a queued task) rather than starting another thread. */
 static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
-                            int failed) {
+                            int failed, int chores) {
   int spun = 0;
   lf_lock(&p->mu);
   if (done != NULL) {
@@ -103,10 +119,19 @@ static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
       if (p->spin_claims > p->spinning) p->spin_claims = p->spinning;
       continue;
     }
+    if (chores & CHORE_TRIM) {
+      lf_unlock(&p->mu);
+      return CHORES;
+    }
     p->idle++;
-    LF_CHECK(pthread_cond_wait(&p->work_cv, &p->mu));
+    int rc = lf_cond_wait_until(&p->work_cv, &p->mu, (chores & CHORE_CALLBACKS)
+                                ? lf_now() + CALLBACK_POLL : -1);
     p->idle--;
     if (p->wakeups > 0) p->wakeups--;
+    if (rc == ETIMEDOUT && p->queue.head == NULL) {
+      lf_unlock(&p->mu);
+      return CHORES;
+    }
   }
   lf_unlock(&p->mu);
   return NULL;
@@ -132,15 +157,29 @@ static void *worker_main(void *arg) {
   } else {
     lf_future *f = NULL;
     lf_buf out = LF_BUF_INIT;
+    lf_task_heap heap = { 0, 0 };
     int failed = 0;
-    while ((f = next_task(p, f, &out, failed)) != NULL) {
+    for (;;) {
+      int chores = (heap.trim ? CHORE_TRIM : 0) |
+                   (lf_has_pending_callbacks(L) ? CHORE_CALLBACKS : 0);
+      f = next_task(p, f, &out, failed, chores);
       lf_buf_free(&out);   /* left over only if the future was done already */
       failed = 0;
-      if (lf_future_set_running(f) == 1)
+      if (f == NULL) break;
+      if (f == CHORES) {
+        lf_task_idle(&heap);
+        lf_run_callbacks(L);
+        f = NULL;
+        continue;
+      }
+      if (lf_future_set_running(f) == 1) {
+        lf_task_begin(L, &heap);
         failed = lf_task_run(L, f->kind, f->call.data, f->call.len, &out,
                              &p->base.opts);
+        lf_task_end(L, &heap, failed);
+      }
+      lf_run_callbacks(L);   /* what the task's own callbacks have due */
     }
-    lf_buf_free(&out);
   }
   if (L != NULL) lf_close_state(L);
   lf_lock(&p->mu);

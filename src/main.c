@@ -33,6 +33,7 @@
 #include "lualib.h"
 
 #include "lf_common.h"
+#include "lf_future_lua.h"
 #include "lf_preload.h"
 #include "lf_process_worker.h"
 #include "lf_state.h"
@@ -150,6 +151,23 @@ static int add_traceback(lua_State *L) {
                             luaL_typename(L, 1));
   }
   luaL_traceback(L, L, msg, 1);
+  /* A task's error raised again by result(): the worker's traceback, which
+  ** the runtime kept, says where it really came from. */
+  int top = lua_gettop(L);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LF_TASK_ERROR_KEY) == LUA_TTABLE &&
+      lua_rawgeti(L, -1, 1) != LUA_TNIL && lua_rawequal(L, -1, 1) &&
+      lua_rawgeti(L, -2, 2) == LUA_TSTRING && lua_rawlen(L, -1) > 0) {
+    /* Its first line is the message again: from "stack traceback:" on. */
+    const char *tb = lua_tostring(L, -1);
+    const char *from = strstr(tb, "stack traceback:");
+    lua_pushfstring(L, "\nin the worker that ran the task, %s",
+                    from ? from : tb);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    lua_concat(L, 2);
+    return 1;
+  }
+  lua_settop(L, top);
   return 1;
 }
 

@@ -169,68 +169,86 @@ function methods:shutdown(opts)
   if not ok then reraise(err, 2, true) end
 end
 
-local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true }
+-- The options of the pool constructors. Each check takes the value and
+-- the constructor's name and returns what goes to the core, or raises at
+-- the user's line (level 5: bad_option, the check, pool_options, the
+-- constructor, the user).
+local function bad_option(fname, fmt, ...)
+  error(("bad argument to '%s' (" .. fmt .. ")"):format(fname, ...), 5)
+end
 
-function futures.ThreadPoolExecutor(opts)
-  check_dot(opts, "ThreadPoolExecutor")
+local function of_type(want)
+  return function(v, fname, key)
+    if type(v) ~= want then bad_option(fname, "%s must be a %s, got %s", key, want, type(v)) end
+    return v
+  end
+end
+
+local function positive_integer(max)
+  return function(v, fname, key)
+    if math.type(v) ~= "integer" or v < 1 or (max and v > max) then
+      bad_option(fname, "%s must be a positive integer%s, got %s", key,
+        max and " up to " .. max or "", show(v))
+    end
+    return v
+  end
+end
+
+local POOL_OPTIONS = {
+  max_workers = positive_integer(4096),
+  initializer = function(v, fname)
+    if not callable(v) then bad_option(fname, "initializer must be a function, got %s", type(v)) end
+    return v
+  end,
+  initargs = of_type("table"),
+  name = of_type("string"),
+  max_depth = positive_integer(1000),
+  -- process pools only:
+  max_tasks_per_child = positive_integer(),
+  worker = of_type("string"),
+  return_functions = of_type("boolean"),
+}
+
+local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true,
+  max_depth = true }
+local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
+  max_tasks_per_child = true, worker = true, max_depth = true, return_functions = true }
+
+-- Checks a constructor's argument (a table, a number for max_workers, or
+-- nil) and returns the table of options for the core.
+local function pool_options(opts, fname, allowed, workers)
   if opts == nil then opts = {} end
   if type(opts) == "number" then opts = { max_workers = opts } end
   if type(opts) ~= "table" then
-    error(("bad argument #1 to 'ThreadPoolExecutor' (table or number expected, got %s)")
-      :format(type(opts)), 2)
+    error(("bad argument #1 to '%s' (table or number expected, got %s)"):format(fname, type(opts)), 3)
   end
-  check_options(opts, THREAD_OPTIONS, "ThreadPoolExecutor")
-  local n = check_count(opts.max_workers, "ThreadPoolExecutor", "max_workers",
-    math.min(32, core.cpu_count() + 4), 4096)
-  if opts.initializer ~= nil and not callable(opts.initializer) then
-    error(("bad argument to 'ThreadPoolExecutor' (initializer must be a function, got %s)")
-      :format(type(opts.initializer)), 2)
+  local out = {}
+  for k, v in pairs(opts) do
+    if not allowed[k] then
+      error(("bad argument to '%s' (unknown option %s)"):format(fname, show_key(k)), 3)
+    end
+    out[k] = POOL_OPTIONS[k](v, fname, k)
   end
-  if opts.name ~= nil and type(opts.name) ~= "string" then
-    error(("bad argument to 'ThreadPoolExecutor' (name must be a string, got %s)")
-      :format(type(opts.name)), 2)
-  end
-  if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    error(("bad argument to 'ThreadPoolExecutor' (initargs must be a table, got %s)")
-      :format(type(opts.initargs)), 2)
-  end
-  local ok, ex = pcall(core.thread_pool, { max_workers = n, name = opts.name,
-    initializer = opts.initializer, initargs = opts.initargs })
+  out.max_workers = out.max_workers or workers
+  return out
+end
+
+function futures.ThreadPoolExecutor(opts)
+  check_dot(opts, "ThreadPoolExecutor")
+  local o = pool_options(opts, "ThreadPoolExecutor", THREAD_OPTIONS,
+    math.min(32, core.cpu_count() + 4))
+  local ok, ex = pcall(core.thread_pool, o)
   if not ok then reraise(ex, 2, true) end
   return ex
 end
 
-local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
-  max_tasks_per_child = true, worker = true }
-
 --- ProcessPoolExecutor{ max_workers, initializer, initargs, max_tasks_per_child,
---- worker } (docs/process_pool.md); a number is max_workers.
+--- worker, max_depth, return_functions } (docs/process_pool.md); a number is
+--- max_workers.
 function futures.ProcessPoolExecutor(opts)
   check_dot(opts, "ProcessPoolExecutor")
-  if opts == nil then opts = {} end
-  if type(opts) == "number" then opts = { max_workers = opts } end
-  if type(opts) ~= "table" then
-    error(("bad argument #1 to 'ProcessPoolExecutor' (table or number expected, got %s)")
-      :format(type(opts)), 2)
-  end
-  check_options(opts, PROCESS_OPTIONS, "ProcessPoolExecutor")
-  local n = check_count(opts.max_workers, "ProcessPoolExecutor", "max_workers", core.cpu_count(), 4096)
-  if opts.initializer ~= nil and not callable(opts.initializer) then
-    error(("bad argument to 'ProcessPoolExecutor' (initializer must be a function, got %s)")
-      :format(type(opts.initializer)), 2)
-  end
-  local per_child = check_count(opts.max_tasks_per_child, "ProcessPoolExecutor",
-    "max_tasks_per_child", nil)
-  if opts.worker ~= nil and type(opts.worker) ~= "string" then
-    error(("bad argument to 'ProcessPoolExecutor' (worker must be a string, got %s)")
-      :format(type(opts.worker)), 2)
-  end
-  if opts.initargs ~= nil and type(opts.initargs) ~= "table" then
-    error(("bad argument to 'ProcessPoolExecutor' (initargs must be a table, got %s)")
-      :format(type(opts.initargs)), 2)
-  end
-  local ok, ex = pcall(core.process_pool, { max_workers = n, initializer = opts.initializer,
-    initargs = opts.initargs, max_tasks_per_child = per_child, worker = opts.worker })
+  local o = pool_options(opts, "ProcessPoolExecutor", PROCESS_OPTIONS, core.cpu_count())
+  local ok, ex = pcall(core.process_pool, o)
   if not ok then reraise(ex, 2, true) end
   return ex
 end
@@ -543,9 +561,9 @@ function methods:map(fn, ...)
     local first = pos + 2
     pos = first + n
     if not ok_item then
-      local e = outcome[first]
+      local e, traceback = outcome[first], outcome[first + 1]
       finish()
-      error(e, 0)
+      core._raise_task_error(e, traceback)
     end
     if n == 1 then return index, outcome[first] end
     return index, table.unpack(outcome, first, first + n - 1)

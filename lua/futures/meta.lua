@@ -45,6 +45,7 @@
 ---@field initializer? function # run once in each new worker state, before its first task
 ---@field initargs? any[]       # arguments of initializer (copied to each worker)
 ---@field name? string          # thread name prefix (shown by ps/top/gdb)
+---@field max_depth? integer    # deepest nesting of arguments and results (1-1000, default 200)
 
 ---Options of `futures.ProcessPoolExecutor`. A number `n` stands for
 ---`{ max_workers = n }`.
@@ -53,6 +54,8 @@
 ---@field initializer? function        # run once in each new worker process
 ---@field initargs? any[]              # arguments of initializer
 ---@field max_tasks_per_child? integer # replace a worker after this many tasks
+---@field max_depth? integer # deepest nesting of arguments and results (1-1000, default 200)
+---@field return_functions? boolean # results from workers may carry Lua functions (default false)
 ---@field worker? string               # path of the worker interpreter (default: found next to the module, or LUA_FUTURES_WORKER)
 
 ---Options of `ex:map`, given as its last argument.

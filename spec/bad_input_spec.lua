@@ -260,7 +260,9 @@ describe("bad input", function()
       { "refuses a timeout that is not a number", function() return done:result("soon") end,
         { "bad argument #1 to 'result'", "number expected, got string" } },
       { "refuses to be called with '.' instead of ':'", function() return done.result() end,
-        { "'result'", "futures.Future expected, got no value" } },
+        { "'result'", "futures.Future expected, got no value; call it with ':'" } },
+      { "refuses to be called with '.' and a number", function() return done.result(5) end,
+        { "'result'", "futures.Future expected, got number; call it with ':'" } },
       { "refuses to be called on an executor", function() return done.result(pool()) end,
         { "'result'", "futures.Future expected, got futures.Executor" } },
     }

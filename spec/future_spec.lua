@@ -55,6 +55,42 @@ describe("Future", function()
     assert.is_nil(f:exception())
   end)
 
+  it("returns exactly one value from exception() when the future succeeded", function()
+    local f = futures.Future()
+    f:set_result()
+    assert.equals(1, select("#", f:exception()))
+    assert.equals("nil", tostring(f:exception()))
+  end)
+
+  it("tells a nil or false error from success: it becomes a message", function()
+    for _, v in ipairs({ false }) do
+      local f = futures.Future()
+      f:set_exception(v)
+      assert.equals("(error object is a boolean value)", f:exception())
+    end
+    local g = futures.Future()
+    g:set_exception(nil)
+    assert.equals("(error object is a nil value)", g:exception())
+    assert.equals("(error object is a nil value)", helpers.error_of(g.result, g))
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    local h = ex:submit(function() error(nil) end)
+    assert.equals("(error object is a nil value)", h:exception(10))
+    assert.equals("(error object is a boolean value)",
+      ex:submit(function() error(false) end):exception(10))
+  end)
+
+  it("runs a done callback due at the end of a script, before the state closes", function()
+    local r = shell.run_lua([[
+      local futures = require "futures"
+      local ex = futures.ThreadPoolExecutor(1)
+      local f = ex:submit(function() require("futures").sleep(0.2) return 42 end)
+      f:add_done_callback(function(g) io.write("callback saw ", g:result(), "\n") end)
+      io.write("script ends\n")
+    ]], nil, 30)
+    assert.equals(0, r.status, r.err)
+    assert.equals("script ends\ncallback saw 42\n", r.out)
+  end)
+
   it("refuses a second set_result with an InvalidStateError", function()
     local f = futures.Future()
     f:set_result(1)

@@ -216,6 +216,18 @@ describe("bin/lua-futures exit status", function()
     assert.matches("^lua%-futures: MyError: custom\n", r.err)
   end)
 
+  it("prints where a task's uncaught error came from in its worker", function()
+    local r = lf({ "-e", [[
+      local futures = require "futures"
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      local function deep() error("failed in the task") end
+      ex:submit(function() deep() end):result(10)
+    ]] })
+    assert.equals(1, r.status)
+    assert.matches("failed in the task\nstack traceback:\n\t%[C%]: in method 'result'", r.err)
+    assert.matches("\nin the worker that ran the task, stack traceback:\n[^\n]*\n[^\n]*in upvalue 'deep'", r.err)
+  end)
+
   it("names the type of an error object it cannot print", function()
     local r = lf({ "-e", "error({})" })
     assert.equals(1, r.status)

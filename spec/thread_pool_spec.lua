@@ -155,4 +155,31 @@ describe("ThreadPoolExecutor", function()
     ex:shutdown()
     assert.matches("shut down", tostring(ex))
   end)
+
+  it("runs a callback added inside a task on a shared future, with no later task", function()
+    local ex <close> = futures.ThreadPoolExecutor(2)
+    local shared, seen = futures.Future(), futures.Future()
+    ex:submit(function(f, out)
+      f:add_done_callback(function(g) out:set_result("callback saw " .. g:result()) end)
+    end, shared, seen):result(10)
+    shared:set_result("it")
+    assert.equals("callback saw it", seen:result(10))
+  end)
+
+  it("lets tasks that shell out run at the same time", function()
+    local ex <close> = futures.ThreadPoolExecutor(3)
+    local t0 = futures.monotonic()
+    local fs = {}
+    for i = 1, 3 do
+      fs[i] = ex:submit(function(k)
+        local p = io.popen("sleep 0.4; echo " .. k)
+        local out = p:read("l")
+        p:close()
+        return out
+      end, i)
+    end
+    for i = 1, 3 do assert.equals(tostring(i), fs[i]:result(20)) end
+    -- one after the other would take 1.2 s
+    assert.is_true(futures.monotonic() - t0 < 1.0, "the commands ran one at a time")
+  end)
 end)

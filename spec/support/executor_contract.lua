@@ -378,6 +378,49 @@ return function(name, make, env)
       assert.is_nil(seen:find("/nonexistent/set-later", 1, true))
     end)
 
+    it("gives back an object of a class module with the class itself, loaded after earlier transfers", function()
+      local ex <close> = make(1)
+      -- Earlier transfers of objects with metatables, both ways, before the
+      -- module is loaded on either side.
+      ex:submit(function(t) return setmetatable({}, getmetatable(t)) end,
+        setmetatable({}, { kind = "plain" })):result(10)
+      package.loaded["support.point"] = nil
+      local Point = require "support.point"
+      local back, in_worker = ex:submit(function(p)
+        return p, getmetatable(p) == require("support.point") and p:get()
+      end, Point.new(7)):result(10)
+      package.loaded["support.point"] = nil
+      assert.equals(7, in_worker)
+      assert.equals(Point, getmetatable(back))
+      assert.equals(7, back:get())
+    end)
+
+    it("takes max_depth for values nested deeper than 200 levels, both ways", function()
+      local function list(n)
+        local head
+        for i = n, 1, -1 do head = { value = i, next = head } end
+        return head
+      end
+      local function length(l) local n = 0 while l do n = n + 1; l = l.next end return n end
+      local deep = list(300)
+      local ex1 <close> = make(1)
+      assert.matches("nesting deeper than 200 levels",
+        tostring(helpers.error_of(ex1.submit, ex1, function(l) return l end, deep)))
+      local ex <close> = make{ max_workers = 1, max_depth = 400 }
+      local back = ex:submit(function(l)
+        local n = 0
+        local p = l
+        while p do n = n + 1; p = p.next end
+        return l, n
+      end, deep):result(10)
+      assert.equals(300, length(back))
+      assert.equals(300, select(2, ex:submit(function(l)
+        local n, p = 0, l
+        while p do n = n + 1; p = p.next end
+        return l, n
+      end, deep):result(10)))
+    end)
+
     it("lets C functions travel by name", function()
       local ex <close> = make(1)
       assert.equals("x=5", ex:submit(string.format, "x=%d", 5):result(10))

@@ -30,7 +30,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -
 # interpreter, by layer from the bottom up: a file knows only the files
 # listed before it (`make layers` checks it from the objects; see
 # docs/internals.md).
-LAYER_BASE   := lf_fault
+LAYER_BASE   := lf_fault lf_spin
 LAYER_CODEC  := lf_buf lf_wire lf_names lf_encode lf_decode
 LAYER_FUTURE := lf_future
 LAYER_STATE  := lf_error lf_state lf_task

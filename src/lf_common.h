@@ -49,8 +49,9 @@ static inline struct timespec lf_timespec(double t) {
   return ts;
 }
 
-/* Busy-wait hint for short spins before blocking: a futex sleep and wake
-** costs more than the few microseconds a task hand-off usually takes. */
+/* Busy-wait hint for short spins before blocking (lf_spin.h): a futex
+** sleep and wake costs more than the few microseconds a task hand-off
+** usually takes. */
 static inline void lf_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -59,8 +60,9 @@ static inline void lf_cpu_relax(void) {
 #endif
 }
 
-#define LF_SPIN_WORKER 50e-6   /* an idle worker watches the queue this long */
-#define LF_SPIN_WAITER 20e-6   /* result() watches the future this long */
+/* The longest spins (lf_spin.h adapts them to the machine): */
+#define LF_SPIN_WORKER_NS 50000   /* an idle worker watching the queue */
+#define LF_SPIN_WAITER_NS 20000   /* result() watching the future */
 
 /* A condition variable that measures its timeouts on CLOCK_MONOTONIC. */
 static inline void lf_cond_init(pthread_cond_t *c) {

@@ -88,17 +88,21 @@ static int run_for(lua_State *L, lf_future *f) {
 
 int lf_run_callbacks(lua_State *L) {
   lf_ctx *ctx = lf_testctx(L);
-  /* A callback that calls result() enters here again: the outer loop runs
-  ** everything, so the inner call returns at once (no deep recursion). */
-  if (ctx == NULL || ctx->draining || ctx->inbox == NULL ||
-      atomic_load_explicit(&ctx->inbox->pending, memory_order_acquire) == 0)
-    return 0;
+  /* A callback that calls result() enters here again: the outer call runs
+  ** everything, so the inner one returns at once (no deep recursion). */
+  if (ctx == NULL || ctx->draining) return 0;
   ctx->draining = 1;
-  int ran = 0;
+  int ran = ctx->helper != NULL ? lf_run_callbacks(ctx->helper) : 0;
   lf_future *f;
-  while ((f = lf_inbox_pop(ctx->inbox)) != NULL) ran += run_for(L, f);
+  if (ctx->inbox != NULL)
+    while ((f = lf_inbox_pop(ctx->inbox)) != NULL) ran += run_for(L, f);
   ctx->draining = 0;
   return ran;
+}
+
+void lf_ctx_set_helper(lua_State *L, lua_State *H) {
+  lf_ctx *ctx = H != NULL ? lf_getctx(L) : lf_testctx(L);
+  if (ctx != NULL) ctx->helper = H;
 }
 
 int lf_has_pending_callbacks(lua_State *L) {

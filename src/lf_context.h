@@ -27,6 +27,9 @@ typedef struct lf_ctx {
   lf_executor **owned;         /* executors created in this state */
   size_t nowned, capowned;
   int draining;                /* lf_run_callbacks is running */
+  lua_State *helper;           /* a state that runs tasks on this state's
+                                  thread (lf_thread_pool.c): its callbacks
+                                  are delivered with this state's */
 } lf_ctx;
 
 /* Create the context of L if it has none (luaopen). [-0,+0,m] */
@@ -57,6 +60,9 @@ int lf_add_callback(lua_State *L, int uidx, lf_future *f, int fidx);
 /* Calls fn (at -2) with the future (at -1) under pcall; reports an error
 ** on stderr. Never raises. [-2,+0,-] */
 void lf_call_callback(lua_State *L);
+
+/* Make H the helper of L (NULL: none). [-0,+0,m] */
+void lf_ctx_set_helper(lua_State *L, lua_State *H);
 
 /* Does this state wait for callbacks of futures not yet done? */
 int lf_has_pending_callbacks(lua_State *L);

@@ -10,6 +10,7 @@
 ** drain; the owner joins it later. The last reference destroys it. A
 ** scratch state for error objects belongs to whoever passed its pointer.
 */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,10 +22,18 @@
 
 _Thread_local lf_executor *lf_current_executor = NULL;
 
+/* The last origin reference: the executor's own are gone too. */
+static void origin_release(lf_origin *o) {
+  lf_executor *ex = lf_origin_executor(o);
+  ex->ops->destroy(ex);
+}
+
 void lf_executor_init(lf_executor *ex, const lf_executor_ops *ops,
                       const lf_pool_config *cfg) {
   ex->ops = ops;
   atomic_init(&ex->refs, 1);
+  atomic_init(&ex->origin.refs, 1);   /* held by the references above */
+  ex->origin.release = origin_release;
   ex->broken = NULL;
   ex->opts = lf_codec_defaults;
   ex->opts.in_process = ops->in_process;
@@ -39,7 +48,7 @@ void lf_executor_retain(lf_executor *ex) {
 void lf_executor_release(lf_executor *ex) {
   int old = atomic_fetch_sub_explicit(&ex->refs, 1, memory_order_acq_rel);
   if (old == 2) ex->ops->shutdown(ex, 0);
-  else if (old == 1) ex->ops->destroy(ex);
+  else if (old == 1) lf_origin_release(&ex->origin);
 }
 
 /* The reason of a pool broken while memory was too short to copy the real
@@ -87,6 +96,20 @@ lf_future *lf_queue_pop(lf_queue *q) {
   f->next_queued = NULL;
   atomic_fetch_sub_explicit(&q->count, 1, memory_order_relaxed);
   return f;
+}
+
+int lf_queue_remove(lf_queue *q, lf_future *f, int limit) {
+  lf_future *prev = NULL;
+  for (lf_future *g = q->head; g != NULL && limit-- > 0;
+       prev = g, g = g->next_queued) {
+    if (g != f) continue;
+    if (prev) prev->next_queued = g->next_queued; else q->head = g->next_queued;
+    if (q->tail == g) q->tail = prev;
+    g->next_queued = NULL;
+    atomic_fetch_sub_explicit(&q->count, 1, memory_order_relaxed);
+    return 1;
+  }
+  return 0;
 }
 
 lf_future *lf_queue_take(lf_queue *q) {

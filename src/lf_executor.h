@@ -17,8 +17,11 @@
 ** created it holds one more (its "owner" reference) until it has joined the
 ** workers. When only the owner's reference is left, nothing can reach the
 ** executor any more: it is shut down without waiting (its queued work still
-** runs), and the owner joins and frees it at its next reaping point. A
-** queue holds one reference to each future in it.
+** runs), and the owner joins it at its next reaping point. Each future it
+** queued holds an origin reference (lf_origin), so that a thread waiting
+** for one can still ask the executor to run it there: the memory is freed
+** when the last reference of either kind is gone. A queue holds one
+** reference to each future in it.
 */
 #ifndef LF_EXECUTOR_H
 #define LF_EXECUTOR_H
@@ -48,6 +51,12 @@ typedef struct lf_executor_ops {
   /* Wait until every worker has exited, at most until the monotonic time
   ** `until` (negative: no limit). Returns 1 when they all have. */
   int (*join)(lf_executor *ex, double until);
+  /* The thread of state L waits for f, a task of this executor: run it
+  ** here if no worker has started it and a worker's place is free (the
+  ** waiting thread takes it). Returns 1 when f ran here (it is done), 0
+  ** when it did not. NULL for back-ends whose tasks must run in their
+  ** workers (a process pool's). [-0,+0,m] */
+  int (*run_here)(lf_executor *ex, lf_future *f, lua_State *L);
   /* A short description for __tostring: "3/4 workers, 2 queued". */
   void (*describe)(lf_executor *ex, char *buf, size_t size);
   /* Free everything; called once, after join returned 1 and the last
@@ -58,6 +67,10 @@ typedef struct lf_executor_ops {
 struct lf_executor {
   const lf_executor_ops *ops;
   atomic_int refs;
+  /* The executor as the origin of the futures it queued (lf_future.h):
+  ** they keep its memory, not its workers. The references above count as
+  ** one origin reference together; destroy runs when both are gone. */
+  lf_origin origin;
   char *broken;               /* why it is broken, or NULL */
   lf_codec_opts opts;         /* how results from its workers decode */
 };
@@ -78,6 +91,11 @@ typedef struct lf_pool_config {
 } lf_pool_config;
 
 #define LF_MAX_WORKERS 4096
+
+/* The executor that queued a future (its origin). */
+static inline lf_executor *lf_origin_executor(lf_origin *o) {
+  return (lf_executor *)(void *)((char *)o - offsetof(lf_executor, origin));
+}
 
 /* The executor whose worker the calling thread is, or NULL. */
 extern _Thread_local lf_executor *lf_current_executor;
@@ -107,6 +125,9 @@ void lf_queue_init(lf_queue *q);
 void lf_queue_push(lf_queue *q, lf_future *f);   /* takes f's reference */
 void lf_queue_push_front(lf_queue *q, lf_future *f);
 lf_future *lf_queue_pop(lf_queue *q);           /* NULL when empty */
+/* Take f out of the queue if it is among its first `limit` entries;
+** returns 1 if it was (the queue's reference is the caller's now). */
+int lf_queue_remove(lf_queue *q, lf_future *f, int limit);
 /* Take the whole queue (a list linked by next_queued) and empty it. */
 lf_future *lf_queue_take(lf_queue *q);
 static inline size_t lf_queue_count(lf_queue *q) {

@@ -128,6 +128,10 @@ static int submit_encoded(lua_State *L, lf_executor *ex, lf_taskkind kind,
   *ud = f;
   f->kind = kind;
   lf_future_decode_with(f, &ex->opts);
+  if (ex->ops->run_here != NULL) {
+    lf_origin_retain(&ex->origin);
+    f->origin = &ex->origin;
+  }
   lf_codec_opts opts = ex->opts;
   if (lf_encode(L, first, n, "argument", 1, &f->call, &opts) != 0) {
     lua_pushnil(L);

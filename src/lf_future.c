@@ -16,6 +16,7 @@
 */
 #include "lf_common.h"
 #include "lf_future.h"
+#include "lf_spin.h"
 
 lf_future *lf_future_new(void) {
   lf_future *f = calloc(1, sizeof *f);
@@ -46,8 +47,18 @@ void lf_future_release(lf_future *f) {
     free(n);
     n = next;
   }
+  if (f->origin != NULL) lf_origin_release(f->origin);
   LF_CHECK(pthread_mutex_destroy(&f->mu));
   free(f);
+}
+
+void lf_origin_retain(lf_origin *o) {
+  atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+}
+
+void lf_origin_release(lf_origin *o) {
+  if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+    o->release(o);
 }
 
 void lf_future_decode_with(lf_future *f, const lf_codec_opts *opts) {
@@ -76,13 +87,34 @@ int lf_future_done(lf_future *f) {
   return s == LF_CANCELLED || s == LF_FINISHED;
 }
 
-int lf_future_spin(lf_future *f, double seconds) {
-  double until = lf_now() + seconds;
+/* Each thread's waits are one spin site: whether spinning for a result
+** paid lately is a property of what this thread waits for. */
+static _Thread_local lf_spin_site waits;
+static _Thread_local int waits_ready;
+
+int lf_future_spin(lf_future *f, double timeout) {
+  if (atomic_load_explicit(&f->done, memory_order_acquire)) return 1;
+  if (!waits_ready) {
+    lf_spin_site_init(&waits, LF_SPIN_WAITER_NS);
+    waits_ready = 1;
+  }
+  /* A result computed by a thread worker of this process: that worker is
+  ** counted busy. Anything else (a process worker, another state's
+  ** set_result) needs a core that is not counted. */
+  lf_spinning sp;
+  if (timeout == 0 ||
+      !lf_spin_begin(&waits, f->dec_in_process ? LF_SPIN_FOR_WORKER
+                                               : LF_SPIN_FOR_OTHER, &sp))
+    return 0;
+  if (timeout > 0 && sp.last + timeout < sp.until) sp.until = sp.last + timeout;
+  int paid = 0;
   for (unsigned i = 1;; i++) {
-    if (atomic_load_explicit(&f->done, memory_order_acquire)) return 1;
-    if ((i & 63) == 0 && lf_now() >= until) return 0;
+    if (atomic_load_explicit(&f->done, memory_order_acquire)) { paid = 1; break; }
+    if ((i & 31) == 0 && !lf_spin_go_on(&sp)) break;
     lf_cpu_relax();
   }
+  lf_spin_end(&waits, &sp, paid);
+  return paid;
 }
 
 /* Announce completion to every waiter and inbox. Called with f->mu held,

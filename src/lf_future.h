@@ -70,7 +70,20 @@ typedef struct lf_inboxnode {
   struct lf_inboxnode *next;
 } lf_inboxnode;
 
-/* What a task is: one call, or a chunk of map items (see lf_worker.h). */
+/* Where a queued task came from, for a thread that waits for it and may
+** run it itself when no worker has started it yet (lf_executor.h,
+** run_here). Reference-counted: each future that names its origin holds
+** one reference, dropped when the future is freed; `release` runs when
+** the last goes. The executor layer embeds it; this layer only counts. */
+typedef struct lf_origin {
+  atomic_int refs;
+  void (*release)(struct lf_origin *o);
+} lf_origin;
+
+void lf_origin_retain(lf_origin *o);
+void lf_origin_release(lf_origin *o);
+
+/* What a task is: one call, or a chunk of map items (see lf_task.h). */
 typedef enum lf_taskkind { LF_TASK_CALL, LF_TASK_CHUNK } lf_taskkind;
 
 struct lf_future {
@@ -94,6 +107,7 @@ struct lf_future {
   lf_taskkind kind;
   lf_buf call;
   lf_future *next_queued;  /* the executor's queue link */
+  lf_origin *origin;       /* who queued the task, or NULL (one reference) */
 };
 
 /* The Lua userdata of a future (its metatable is registered under this
@@ -107,8 +121,9 @@ void lf_future_release(lf_future *f);
 
 lf_fstate lf_future_state(lf_future *f);   /* a snapshot */
 int lf_future_done(lf_future *f);          /* CANCELLED or FINISHED */
-/* Spin up to `seconds` for f to be done; 1 if it is. No lock taken. */
-int lf_future_spin(lf_future *f, double seconds);
+/* Is f done, after a spin when that pays (lf_spin.h), of at most
+** `timeout` seconds (negative: the spin's own limit)? No lock taken. */
+int lf_future_spin(lf_future *f, double timeout);
 
 /* Decode the result of f with opts (in_process, functions, max_depth):
 ** set by the submitter before f is queued. */

@@ -20,6 +20,7 @@
 #include "lf_common.h"
 #include "lf_context.h"
 #include "lf_error.h"
+#include "lf_executor.h"
 #include "lf_future_lua.h"
 #include "lf_state.h"
 
@@ -100,11 +101,18 @@ static int future_eq(lua_State *L) {
 /* Wait until f is done or `timeout` seconds (negative: no limit) pass.
 ** Returns 1 when done. Interruptible. [-0,+0,v] */
 int lf_future_wait(lua_State *L, lf_future *f, double timeout) {
-  if (lf_future_spin(f, timeout >= 0 && timeout < LF_SPIN_WAITER
-                            ? timeout : LF_SPIN_WAITER))
-    return 1;
   lf_intr intr;
   lf_intr_begin(L, &intr);
+  if (f->origin != NULL && timeout < 0) {
+    /* Not started by a worker yet: the waiting thread may run it (not
+    ** under a timeout, which a task run here could overrun). */
+    lf_executor *ex = lf_origin_executor(f->origin);
+    if (ex->ops->run_here != NULL && ex->ops->run_here(ex, f, L)) {
+      if (lf_intr_pending(L, &intr)) lf_intr_raise(L, &intr);
+      return 1;
+    }
+  }
+  if (lf_future_spin(f, timeout)) return 1;
   lf_waiter w;
   if (lf_waiter_init(&w, 1) != 0) return luaL_error(L, "not enough memory");
   lf_waiter_attach(&w, f);

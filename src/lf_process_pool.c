@@ -375,7 +375,7 @@ static void pp_destroy(lf_executor *ex) {
 
 static const lf_executor_ops pp_ops = {
   "ProcessPoolExecutor", "BrokenProcessPool", 0,
-  pp_submit, pp_shutdown, pp_join, pp_describe, pp_destroy,
+  pp_submit, pp_shutdown, pp_join, NULL, pp_describe, pp_destroy,
 };
 
 /* ---- the reader: starting workers ---- */

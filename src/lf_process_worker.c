@@ -14,7 +14,7 @@
 ** two flags they share (sequentially consistent atomics: whichever of the
 ** two threads acts second sees the other's flag). Between tasks the main
 ** thread may watch the socket for a few microseconds before it blocks
-** (spin_for_input), only while tasks have been arriving that fast.
+** (spin_for_input), only while that pays (lf_spin.h).
 **
 ** Ownership: the read buffer, the state and each task's encoded outcome
 ** belong to the main thread; the outcome is freed once it is written.
@@ -41,6 +41,7 @@
 #include "lf_common.h"
 #include "lf_process_worker.h"
 #include "lf_proto.h"
+#include "lf_spin.h"
 #include "lf_state.h"
 #include "lf_task.h"
 
@@ -125,38 +126,30 @@ static int rbuf_fill(rbuf *rb, size_t need) {
   return 1;
 }
 
-/* Watch the socket for up to LF_SPIN_WORKER before blocking in read: in a
-** busy pool the next task arrives within microseconds of the last result,
-** and is then taken without the cost of a sleep and a wake-up. Spinning
-** pays only while tasks do come that fast, and otherwise takes a core from
-** the host (the bottleneck of a chunked map), so it is adaptive: the
-** worker spins only while the recent gaps between a result and the next
-** task (a moving average, each gap capped) stay under the spin time. */
-static double gap_avg;        /* seconds */
-static double result_sent_at; /* 0 before the first result */
+/* Watch the socket a moment before blocking in read, when that pays
+** (lf_spin.h): in a busy pool the next task arrives within microseconds of
+** the last result, and is then taken without the cost of a sleep and a
+** wake-up; when tasks do not come that fast, or the machine has no core to
+** spare (the host is the bottleneck of a chunked map), the spins stop. */
+static lf_spin_site input_spin;
+static int spun_before;       /* no spin before the first result */
 
 static void spin_for_input(void) {
-  if (result_sent_at == 0 || gap_avg > LF_SPIN_WORKER) return;
-  double until = lf_now() + LF_SPIN_WORKER;
+  lf_spinning sp;
+  if (!spun_before || !lf_spin_begin(&input_spin, LF_SPIN_FOR_OTHER, &sp))
+    return;
+  int paid = 0;
   for (unsigned i = 1;; i++) {
     char c;
     ssize_t n = recv(LF_PROC_FD, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-      return;   /* data, end-of-file or an error: read() sees it now */
-    if ((i & 7) == 0) {
-      if (lf_now() >= until) return;
-      sched_yield();   /* on a full machine, the host runs first */
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      paid = 1;   /* data, end-of-file or an error: read() sees it now */
+      break;
     }
+    if ((i & 7) == 0 && !lf_spin_go_on(&sp)) break;
     lf_cpu_relax();
   }
-}
-
-/* A task arrived: fold the gap since the last result into the average. */
-static void note_arrival(void) {
-  if (result_sent_at == 0) return;
-  double gap = lf_now() - result_sent_at;
-  if (gap > 4 * LF_SPIN_WORKER) gap = 4 * LF_SPIN_WORKER;
-  gap_avg = 0.75 * gap_avg + 0.25 * gap;
+  lf_spin_end(&input_spin, &sp, paid);
 }
 
 /* Read the next frame; its payload stays valid until the next call.
@@ -341,6 +334,7 @@ int lf_process_worker_main(int argc, char **argv) {
   prctl(PR_SET_NAME, "lua-futures", 0, 0, 0);
   start_watchdog();
 
+  lf_spin_site_init(&input_spin, LF_SPIN_WORKER_NS);
   lf_codec_opts opts = lf_codec_defaults;
   opts.in_process = 0;   /* shared handles cannot leave this process */
   rbuf rb = { NULL, 0, 0, 0, 0, 0, 0 };
@@ -357,7 +351,6 @@ int lf_process_worker_main(int argc, char **argv) {
       status = EXIT_PROTOCOL;
       break;
     }
-    note_arrival();
     begin_busy();
     lf_buf out = LF_BUF_INIT;
     lf_task_begin(L, &heap);
@@ -366,7 +359,7 @@ int lf_process_worker_main(int argc, char **argv) {
     if (check_size(L, &out, &opts) > 0) failed = 1;
     fflush(stdout);   /* what the task printed comes before its result */
     send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);
-    result_sent_at = lf_now();
+    spun_before = 1;
     lf_buf_free(&out);
     atomic_store(&busy, 0);
     lf_task_end(L, &heap, failed);

@@ -282,8 +282,24 @@ void lf_intr_begin(lua_State *L, lf_intr *st) {
   st->count = lua_gethookcount(L);
 }
 
+/* The waiting state whose Ctrl-C this thread also answers to. */
+static _Thread_local struct { lua_State *L; lf_intr intr; } outer;
+
+void lf_intr_watch(lua_State *L) {
+  outer.L = L;
+  lf_intr_begin(L, &outer.intr);
+}
+
+void lf_intr_unwatch(void) { outer.L = NULL; }
+
+int lf_intr_outer(void) {
+  return outer.L != NULL && (lua_gethook(outer.L) != outer.intr.hook ||
+                             lua_gethookmask(outer.L) != outer.intr.mask);
+}
+
 int lf_intr_pending(lua_State *L, const lf_intr *st) {
-  return lua_gethook(L) != st->hook || lua_gethookmask(L) != st->mask;
+  return lua_gethook(L) != st->hook || lua_gethookmask(L) != st->mask ||
+         lf_intr_outer();
 }
 
 int lf_intr_raise(lua_State *L, const lf_intr *st) {

@@ -60,6 +60,15 @@ typedef struct lf_intr { lua_Hook hook; int mask, count; } lf_intr;
 void lf_intr_begin(lua_State *L, lf_intr *st);
 int lf_intr_pending(lua_State *L, const lf_intr *st);
 int lf_intr_raise(lua_State *L, const lf_intr *st);   /* [-0,+0,v] */
+
+/* A state that runs a task on the thread of another one, which waits for
+** it (a thread pool's helper state), must stop when Ctrl-C reaches the
+** waiting one: between lf_intr_watch and lf_intr_unwatch, lf_intr_pending
+** on this thread also answers for `outer`, and lf_intr_outer tells whether
+** Ctrl-C reached it. */
+void lf_intr_watch(lua_State *outer);
+void lf_intr_unwatch(void);
+int lf_intr_outer(void);
 #define LF_WAIT_SLICE 0.05   /* seconds between two interrupt checks */
 
 #endif

@@ -9,9 +9,10 @@
 ** under pool->mu, see next_task); nobody takes pool->mu while holding a
 ** future's. Workers never hold pool->mu while they run a task.
 **
-** Wake-ups: a worker that finds the queue empty first spins for
-** LF_SPIN_WORKER watching `queued` (counted in `spinning`), then blocks on
-** work_cv (counted in `idle`). submit gives a task to a spinning worker
+** Wake-ups: a worker that finds the queue empty first spins, when that
+** pays (lf_spin.h: never more spinners than free cores, and only while
+** spins at this pool see work arrive), watching the queue's count
+** (counted in `spinning`), then blocks on work_cv (counted in `idle`). submit gives a task to a spinning worker
 ** without a signal (`spin_claims`), else signals only when an idle worker
 ** has no wake-up on its way (`wakeups`), else starts a thread; so a busy
 ** pool takes queued tasks with no system call at all. A worker re-checks the
@@ -33,6 +34,7 @@
 
 #include "lf_common.h"
 #include "lf_context.h"
+#include "lf_spin.h"
 #include "lf_state.h"
 #include "lf_task.h"
 #include "lf_thread_pool.h"
@@ -48,8 +50,12 @@ typedef struct lf_pool {
   int nthreads;               /* started (and not yet joined) */
   int nlive;                  /* started and not yet exited */
   int idle, wakeups;
+  atomic_int running;         /* tasks being run, by workers or by waiting
+                                 threads (run_here): at most max_workers;
+                                 changed under mu, read as a hint without */
   int spinning, spin_claims;  /* workers watching the queue; tasks queued
                                  for them (no signal needed) */
+  lf_spin_site spin;          /* whether spinning pays for its workers */
   int shutdown;
   pthread_t *threads;         /* [max_workers] */
   /* Read-only once the pool exists: */
@@ -79,46 +85,50 @@ enum { CHORE_TRIM = 1, CHORE_CALLBACKS = 2 };
 static char chores_tag;
 #define CHORES ((lf_future *)(void *)&chores_tag)
 
-/* Complete `done` (the task just run, if any) and take the next task; or
-** CHORES, when there is none and the worker has `chores`; or NULL when the
-** worker should exit. The completion happens under the pool's lock, so
-** that whoever sees the result and submits again finds this worker idle
-** (or busy with a queued task) rather than starting another thread. */
-static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
-                            int failed, int chores) {
+/* Complete `done` (the task taken last, if any: with *out when it ran
+** here) and take the next task; or CHORES, when there is none and the
+** worker has `chores`; or NULL when the worker should exit. The completion
+** happens under the pool's lock, so that whoever sees the result and
+** submits again finds this worker idle (or busy with a queued task) rather
+** than starting another thread. */
+static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
+                            lf_buf *out, int failed, int chores) {
   int spun = 0;
   lf_lock(&p->mu);
   if (done != NULL) {
-    lf_future_finish(done, out, failed);
+    if (ran) lf_future_finish(done, out, failed);
     lf_future_release(done);
+    atomic_fetch_sub_explicit(&p->running, 1, memory_order_relaxed);
   }
   for (;;) {
     if (p->queue.head != NULL && p->base.broken == NULL) {
       lf_future *f = lf_queue_pop(&p->queue);
+      atomic_fetch_add_explicit(&p->running, 1, memory_order_relaxed);
       lf_unlock(&p->mu);
       return f;
     }
     if (p->shutdown || p->base.broken != NULL) break;
-    if (!spun) {
-      /* Watch the queue a little before sleeping: a task that arrives now
-      ** is taken without a futex wake on either side. */
+    lf_spinning sp;
+    if (!spun && lf_spin_begin(&p->spin, LF_SPIN_FOR_OTHER, &sp)) {
+      /* Watch the queue a little before sleeping, when that pays (see
+      ** lf_spin.h): a task that arrives now is taken without a futex wake
+      ** on either side. */
       spun = 1;
       p->spinning++;
       lf_unlock(&p->mu);
-      double until = lf_now() + LF_SPIN_WORKER;
+      int paid = 0;
       for (unsigned i = 1;; i++) {
-        if (lf_queue_count(&p->queue) > 0) break;
-        if ((i & 63) == 0) {
-          if (lf_now() >= until) break;
-          sched_yield();   /* on a full machine, the submitter runs first */
-        }
+        if (lf_queue_count(&p->queue) > 0) { paid = 1; break; }
+        if ((i & 31) == 0 && !lf_spin_go_on(&sp)) break;
         lf_cpu_relax();
       }
+      lf_spin_end(&p->spin, &sp, paid);
       lf_lock(&p->mu);
       p->spinning--;
       if (p->spin_claims > p->spinning) p->spin_claims = p->spinning;
       continue;
     }
+    spun = 1;
     if (chores & CHORE_TRIM) {
       lf_unlock(&p->mu);
       return CHORES;
@@ -135,6 +145,18 @@ static lf_future *next_task(lf_pool *p, lf_future *done, lf_buf *out,
   }
   lf_unlock(&p->mu);
   return NULL;
+}
+
+/* Runs the task of f, which the caller set running, in L; returns 1 when
+** it failed (*out then holds the error). Counted busy for lf_spin.h. */
+static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
+                    const lf_codec_opts *opts, lf_buf *out) {
+  lf_spin_busy(1);
+  lf_task_begin(L, heap);
+  int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, opts);
+  lf_spin_busy(-1);
+  lf_task_end(L, heap, failed);
+  return failed;
 }
 
 static void *worker_main(void *arg) {
@@ -158,13 +180,13 @@ static void *worker_main(void *arg) {
     lf_future *f = NULL;
     lf_buf out = LF_BUF_INIT;
     lf_task_heap heap = { 0, 0 };
-    int failed = 0;
+    int failed = 0, ran = 0;
     for (;;) {
       int chores = (heap.trim ? CHORE_TRIM : 0) |
                    (lf_has_pending_callbacks(L) ? CHORE_CALLBACKS : 0);
-      f = next_task(p, f, &out, failed, chores);
+      f = next_task(p, f, ran, &out, failed, chores);
       lf_buf_free(&out);   /* left over only if the future was done already */
-      failed = 0;
+      failed = ran = 0;
       if (f == NULL) break;
       if (f == CHORES) {
         lf_task_idle(&heap);
@@ -172,11 +194,10 @@ static void *worker_main(void *arg) {
         f = NULL;
         continue;
       }
+      /* Not 1: cancelled while queued. */
       if (lf_future_set_running(f) == 1) {
-        lf_task_begin(L, &heap);
-        failed = lf_task_run(L, f->kind, f->call.data, f->call.len, &out,
-                             &p->base.opts);
-        lf_task_end(L, &heap, failed);
+        ran = 1;
+        failed = run_task(L, &heap, f, &p->base.opts, &out);
       }
       lf_run_callbacks(L);   /* what the task's own callbacks have due */
     }
@@ -279,9 +300,138 @@ static void pool_destroy(lf_executor *ex) {
   free(p);
 }
 
+/* ---- running a task on the thread that waits for it ---- */
+
+/* A thread waiting for a task that no worker has started, while a
+** worker's place is free, would otherwise sleep until a worker wakes up
+** for it: on a busy machine, or with more workers than cores, that wake-up
+** is the cost of a round trip. So the waiting thread runs the task itself,
+** in a helper state of its own that stands for a worker (the pool's
+** package paths and initializer, its own globals), taking the free place:
+** the pool never runs more than max_workers tasks at once. A worker of
+** the same pool that waits for a task of it may always do so, in the
+** place it holds already (which also saves a pool whose workers all wait
+** for queued tasks from deadlock).
+**
+** The helper state is kept in the waiting state's registry, one at a time
+** (a wait for another pool's task replaces it), and closed with that
+** state. It holds an origin reference to its pool. */
+typedef struct helper {
+  lua_State *H;
+  lf_pool *pool;          /* whose tasks H runs (origin reference) */
+  lf_task_heap heap;
+} helper;
+
+#define HELPER_MT "futures.helper"
+static const char HELPER_KEY = 'h';   /* registry: the helper userdata */
+
+static void helper_drop(lua_State *L, helper *h) {
+  if (h->H != NULL) {
+    lf_ctx_set_helper(L, NULL);
+    lf_close_state(h->H);
+  }
+  if (h->pool != NULL) lf_origin_release(&h->pool->base.origin);
+  h->H = NULL;
+  h->pool = NULL;
+}
+
+static int helper_gc(lua_State *L) {
+  helper_drop(L, luaL_checkudata(L, 1, HELPER_MT));
+  return 0;
+}
+
+/* The helper of state L for pool p, made if needed; NULL when the state or
+** the initializer cannot be made. [-0,+0,m] */
+static helper *get_helper(lua_State *L, lf_pool *p) {
+  lf_getctx(L);   /* before the helper exists: it may raise */
+  helper *h;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &HELPER_KEY) == LUA_TUSERDATA) {
+    h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+    h = lua_newuserdatauv(L, sizeof *h, 0);
+    memset(h, 0, sizeof *h);
+    if (luaL_newmetatable(L, HELPER_MT)) {
+      lua_pushcfunction(L, helper_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &HELPER_KEY);
+  }
+  if (h->pool == p) return h;
+  helper_drop(L, h);
+  lua_State *H = lf_new_state(p->path, p->cpath);
+  if (H == NULL) return NULL;
+  if (p->init.len > 0 &&
+      lf_task_init(H, p->init.data, p->init.len, &p->base.opts) != 0) {
+    lf_close_state(H);   /* the workers' initializer will say why */
+    return NULL;
+  }
+  h->H = H;
+  h->pool = p;
+  lf_origin_retain(&p->base.origin);
+  lf_ctx_set_helper(L, H);
+  return h;
+}
+
+/* While a waiting thread runs a task in its helper, Ctrl-C (a hook set on
+** the waiting state, see lf_state.h) must still stop it: a count hook on
+** the helper looks at the waiting state's hook now and then, and the
+** runtime's own waits in the helper look too (lf_intr_watch). */
+static void watch_hook(lua_State *H, lua_Debug *ar) {
+  (void)ar;
+  if (lf_intr_outer()) luaL_error(H, "interrupted!");
+}
+
+static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
+  lf_pool *p = (lf_pool *)ex;
+  int mine = lf_current_executor == ex;   /* a worker waiting in its pool */
+  if (lf_future_state(f) != LF_PENDING ||
+      (!mine && atomic_load_explicit(&p->running, memory_order_relaxed) >=
+                    p->max_workers))
+    return 0;
+  helper *h = get_helper(L, p);
+  if (h == NULL) return 0;
+  lf_lock(&p->mu);
+  int take = p->base.broken == NULL &&
+             (mine || atomic_load_explicit(&p->running, memory_order_relaxed)
+                          < p->max_workers) &&
+             lf_queue_remove(&p->queue, f, 64);
+  if (take && !mine)
+    atomic_fetch_add_explicit(&p->running, 1, memory_order_relaxed);
+  /* A worker may have been signalled or claimed for this task: it finds
+  ** nothing and goes back to sleep; its claim is void. */
+  if (take && p->wakeups > 0) p->wakeups--;
+  if (take && p->spin_claims > 0) p->spin_claims--;
+  lf_unlock(&p->mu);
+  if (!take) return 0;
+  if (lf_future_set_running(f) == 1) {   /* else cancelled: done */
+    lf_executor *was = lf_current_executor;
+    lf_current_executor = ex;
+    lf_intr_watch(L);
+    lua_sethook(h->H, watch_hook, LUA_MASKCOUNT, 10000);
+    lf_buf out = LF_BUF_INIT;
+    int failed = run_task(h->H, &h->heap, f, &p->base.opts, &out);
+    lua_sethook(h->H, NULL, 0, 0);
+    lf_intr_unwatch();
+    lf_future_finish(f, &out, failed);
+    lf_buf_free(&out);
+    lf_current_executor = was;
+    lf_run_callbacks(h->H);
+    lf_task_idle(&h->heap);
+  }
+  lf_lock(&p->mu);
+  if (!mine) atomic_fetch_sub_explicit(&p->running, 1, memory_order_relaxed);
+  lf_unlock(&p->mu);
+  lf_future_release(f);   /* the queue's reference */
+  return 1;
+}
+
 static const lf_executor_ops pool_ops = {
   "ThreadPoolExecutor", "BrokenThreadPool", 1,
-  pool_submit, pool_shutdown, pool_join, pool_describe, pool_destroy,
+  pool_submit, pool_shutdown, pool_join, pool_run_here, pool_describe,
+  pool_destroy,
 };
 
 lf_executor *lf_thread_pool_new(const lf_pool_config *cfg) {
@@ -300,6 +450,7 @@ lf_executor *lf_thread_pool_new(const lf_pool_config *cfg) {
   lf_cond_init(&p->work_cv);
   lf_cond_init(&p->exit_cv);
   lf_queue_init(&p->queue);
+  lf_spin_site_init(&p->spin, LF_SPIN_WORKER_NS);
   p->max_workers = cfg->max_workers;
   if (cfg->name) snprintf(p->name, sizeof p->name, "%s", cfg->name);
   if (cfg->init != NULL) {

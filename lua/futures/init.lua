@@ -415,7 +415,9 @@ function methods:map(fn, ...)
     return m
   end
 
-  local submitted = {}   -- queue of { future, count } (chunks), head first
+  -- The futures submitted and not yet yielded, head first, with the number
+  -- of items each carries (two arrays: no table per item).
+  local sub_f, sub_k = {}, {}
   local head, tail = 1, 0
   local in_flight = 0
 
@@ -435,7 +437,7 @@ function methods:map(fn, ...)
     end
     items_sent = items_sent + k
     tail = tail + 1
-    submitted[tail] = { f, k }
+    sub_f[tail], sub_k[tail] = f, k
     return k
   end
 
@@ -443,6 +445,22 @@ function methods:map(fn, ...)
   -- same number of values.
   local function fill(count)
     local added = 0
+    if single and chunksize == 1 then   -- the common case: one call per item
+      local submit_item = self._submit_item
+      while added < count do
+        local v = single[next_index]
+        if v == nil then stop_reading(); break end
+        local f, msg = submit_item(self, fn, v)
+        if f == nil then
+          error({ core_error = transfer_error(msg, items_sent + 1, 1, false) }, 0)
+        end
+        items_sent = items_sent + 1
+        next_index = next_index + 1
+        tail = tail + 1
+        sub_f[tail], sub_k[tail] = f, 1
+        added = added + 1
+      end
+    end
     while not exhausted and added < count do
       local chunk, k, w = {}, 0, nil
       if single then   -- one sequence: read it in place, no call per item
@@ -501,9 +519,9 @@ function methods:map(fn, ...)
     finished = true
     outcome, left = nil, 0
     for q = head, tail do
-      local entry = submitted[q]
-      submitted[q] = nil
-      if entry then entry[1]:cancel() end
+      local f = sub_f[q]
+      sub_f[q], sub_k[q] = nil, nil
+      if f then f:cancel() end
     end
     head = tail + 1
     close_input()
@@ -534,25 +552,26 @@ function methods:map(fn, ...)
     if finished then return nil end
     if left == 0 then
       if head > tail then finish(); return nil end
-      local entry = submitted[head]
-      submitted[head] = nil
+      local f, k = sub_f[head], sub_k[head]
+      sub_f[head], sub_k[head] = nil, nil
       head = head + 1
-      in_flight = in_flight - entry[2]
+      in_flight = in_flight - k
       if buffersize then
         local filled, ferr = pcall(fill, buffersize - in_flight)
         if not filled then
-          submitted[head - 1] = entry   -- cancelled with the rest
-          head = head - 1
+          head = head - 1   -- cancelled with the rest
+          sub_f[head], sub_k[head] = f, k
           finish()
           fill_error(ferr, 2)
         end
       end
       index = index + 1
       if chunksize == 1 then
-        local t = wait_for(entry[1])
+        local t = wait_for(f)
+        if t.n == 1 then return index, t[1] end
         return index, table.unpack(t, 1, t.n)
       end
-      outcome, pos, left = wait_for(entry[1])[1], 1, entry[2]
+      outcome, pos, left = wait_for(f)[1], 1, k
     else
       index = index + 1
     end

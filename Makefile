@@ -92,7 +92,7 @@ test: all layers
 layers: $(CORE_OBJS) $(EXE_OBJS)
 	@$(LUA) tools/layers.lua $(CORE_OBJS) $(EXE_OBJS)
 
-# sanitize, valgrind and faults: see the block "issue 8" at the end.
+# sanitize, valgrind and faults: see their block below.
 
 demo: all
 	$(EXE) examples/primes.lua
@@ -102,7 +102,7 @@ clean:
 
 -include $(wildcard $(BUILD)/*.d)
 
-# ==== install, uninstall (issue 9) ==========================================
+# ==== install, uninstall =====================================================
 # The standard Lua layout under PREFIX; DESTDIR is prepended to every path for
 # staged installs (packages), and the installed files do not mention it.
 #   INSTALL_CMOD/futures/core.so   the C core             lib/lua/5.4
@@ -164,7 +164,7 @@ bench-quick: all
 	$(EXE) bench/run.lua --quick $(BENCH_ARGS)
 # ==== end of bench, bench-quick =============================================
 
-# ==== sanitize, valgrind, faults (issue 8) ==================================
+# ==== sanitize, valgrind, faults ============================================
 # sanitize: the whole suite under an interpreter built with AddressSanitizer
 #   and UBSan (build/asan/lua-futures: core, main and embedded Lua side
 #   instrumented; liblua5.4 and busted's C modules are the system's); then
@@ -297,7 +297,7 @@ faults: deps
 	$(LUA) spec/fault_driver.lua build/fault/lua-futures $(FAULTS_ARGS)
 # ==== end of sanitize, valgrind, faults =====================================
 
-# ==== fuzz (issue 4) ========================================================
+# ==== fuzz ==================================================================
 # fuzz: the codec's decoder fed random, truncated, bit-flipped and resealed
 #   inputs for FUZZ_SECONDS under ASan/UBSan (fuzz/codec_fuzz.c says how
 #   each input is decoded). The target runs against the core objects (src/

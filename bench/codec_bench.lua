@@ -1,4 +1,4 @@
--- The codec's speed targets (issue 4), with pickle measured in the same run
+-- The codec's speed, with pickle measured in the same run
 -- when python3 is present (bench/codec_bench.py).
 -- usage: bin/lua-futures bench/codec_bench.lua
 --

@@ -125,48 +125,6 @@ describe("ProcessPoolExecutor", function()
     assert.is_true(is_running(pid))
   end)
 
-  it("overlaps two sleeps on two workers", function()
-    local ex <close> = futures.ProcessPoolExecutor(2)
-    local a0 = ex:submit(futures.sleep, 0.01)   -- start both processes first
-    local b0 = ex:submit(futures.sleep, 0.01)
-    a0:result(10); b0:result(10)
-    local t0 = futures.monotonic()
-    local a = ex:submit(futures.sleep, 0.3)
-    local b = ex:submit(futures.sleep, 0.3)
-    a:result(10); b:result(10)
-    assert.is_true(futures.monotonic() - t0 < 0.55)
-  end)
-
-  it("reports running once a worker has the task, and cancel() then fails", function()
-    local ex <close> = futures.ProcessPoolExecutor(1)
-    local f = ex:submit(futures.sleep, 0.3)
-    assert.is_true(helpers.eventually(function() return f:running() end, 5))
-    assert.is_false(f:cancel())
-    f:result(10)
-    assert.is_false(f:cancelled())
-  end)
-
-  it("keeps queued futures cancellable until a worker takes them", function()
-    local ex <close> = futures.ProcessPoolExecutor(1)
-    local blocker = ex:submit(futures.sleep, 0.2)
-    local f = ex:submit(function() return "ran" end)
-    assert.is_true(f:cancel())
-    blocker:result(10)
-    assert.is_true(f:cancelled())
-    assert.equals("CancelledError", helpers.error_of(f.result, f).type)
-  end)
-
-  it("runs done callbacks on the submitting state", function()
-    local ex <close> = futures.ProcessPoolExecutor(1)
-    local here = {}
-    local got
-    local f = ex:submit(function() return 5 end)
-    f:add_done_callback(function(g) got = { here, g:result() } end)
-    f:result(10)
-    assert.equals(here, got[1])
-    assert.equals(5, got[2])
-  end)
-
   it("carries big values there and back", function()
     local ex <close> = futures.ProcessPoolExecutor(1)
     local s = string.rep("0123456789abcdef", 1 << 20)   -- 16 MB

@@ -7,6 +7,7 @@
 #include "lauxlib.h"
 
 #include "lf_api.h"
+#include "lf_bind.h"
 #include "lf_common.h"
 #include "lf_error.h"
 #include "lf_executor_lua.h"
@@ -15,7 +16,8 @@
 
 static const lf_api api = {
   LF_API_VERSION, sizeof(lf_api), LF_VERSION,
-  &lf_codec_defaults, lf_encode, lf_decode, lf_codec_reseal, lf_buf_free,
+  &lf_codec_defaults, lf_encode, lf_decode, lf_codec_reseal, lf_serialize_from,
+  lf_buf_free,
   lf_kind_register,
   lf_new_state, lf_close_state,
   lf_future_new, lf_future_retain, lf_future_release, lf_future_set_running,

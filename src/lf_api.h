@@ -36,6 +36,7 @@ typedef struct lf_api {
   int (*decode)(lua_State *L, const unsigned char *data, size_t len,
                 const lf_codec_opts *opts);
   int (*reseal)(unsigned char *data, size_t len);
+  int (*serialize)(lua_State *L, int first, const lf_codec_opts *opts);
   void (*buf_free)(lf_buf *b);
   int (*kind_register)(const lf_handle_kind *kind);
   /* states */

@@ -49,9 +49,8 @@ static int push_buf(lua_State *L) {
   return 1;
 }
 
-/* Encodes the values first..top into a string (in_process = 0: a string
-** may leave the process). [-0, +1, e] */
-static int serialize_from(lua_State *L, int first, const lf_codec_opts *o) {
+/* Encodes the values first..top into a string. [-0, +1, e] */
+int lf_serialize_from(lua_State *L, int first, const lf_codec_opts *o) {
   lf_buf b = LF_BUF_INIT;
   int n = lua_gettop(L) - first + 1;
   if (lf_encode(L, first, n, "value", 1, &b, o) != 0) return lua_error(L);
@@ -67,7 +66,7 @@ static int serialize_from(lua_State *L, int first, const lf_codec_opts *o) {
 static int codec_serialize(lua_State *L) {
   lf_codec_opts o = lf_codec_defaults;
   o.in_process = 0;
-  return serialize_from(L, 1, &o);
+  return lf_serialize_from(L, 1, &o);
 }
 
 /* futures.serialize_with({ max_depth =, max_size = }, ...) -> string */
@@ -75,7 +74,7 @@ static int codec_serialize_with(lua_State *L) {
   lf_codec_opts o = lf_codec_defaults;
   o.in_process = 0;
   check_opts(L, 1, &o, 0);
-  return serialize_from(L, 2, &o);
+  return lf_serialize_from(L, 2, &o);
 }
 
 /* futures.deserialize(s [, { functions =, max_depth =, max_size = }]) -> ...

@@ -51,6 +51,22 @@ static int core_poll(lua_State *L) {
   return 1;
 }
 
+void *lf_check_handle(lua_State *L, int idx, const char *tname,
+                      const char *fname) {
+  void **ud = luaL_testudata(L, idx, tname);
+  if (ud == NULL) {
+    const char *got = luaL_getmetafield(L, idx, "__name") == LUA_TSTRING
+                    ? lua_tostring(L, -1) : luaL_typename(L, idx);
+    const char *msg = lua_pushfstring(L, "%s expected, got %s; call it with "
+                                      "':'", tname, got);
+    if (fname != NULL)
+      luaL_error(L, "bad argument #%d to '%s' (%s)", idx, fname, msg);
+    luaL_argerror(L, idx, msg);
+  }
+  if (*ud == NULL) luaL_argerror(L, idx, "released handle");
+  return *ud;
+}
+
 static const luaL_Reg core_funcs[] = {
   {"cpu_count", core_cpu_count},
   {"monotonic", core_monotonic},

@@ -75,15 +75,6 @@ static void push_error_msg(lua_State *L, const char *type, const char *msg) {
   lua_remove(L, -2);
 }
 
-void lf_push_error(lua_State *L, const char *type, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  const char *msg = lua_pushvfstring(L, fmt, ap);
-  va_end(ap);
-  push_error_msg(L, type, msg);
-  lua_remove(L, -2);
-}
-
 int lf_raise_error(lua_State *L, const char *type, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

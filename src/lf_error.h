@@ -24,8 +24,7 @@ void lf_error_open(lua_State *L);
 ** [-0,+1,m] */
 void lf_push_error_classes(lua_State *L);
 
-/* Push a new error object of `type` [-0,+1,m], or raise one [-0,+0,v]. */
-void lf_push_error(lua_State *L, const char *type, const char *fmt, ...);
+/* Raise a new error object of `type`. [-0,+0,v] */
 int lf_raise_error(lua_State *L, const char *type, const char *fmt, ...);
 
 /* Encode (error object, "") into out, for failing a future from C without

@@ -75,15 +75,7 @@ void lf_executor_adopt(lua_State *L, lf_executor **ud, lf_executor *ex) {
 }
 
 static lf_executor *check_executor(lua_State *L, int idx, const char *fname) {
-  lf_executor **ud = luaL_testudata(L, idx, LF_EXECUTOR_MT);
-  if (ud == NULL) {
-    const char *got = luaL_getmetafield(L, idx, "__name") == LUA_TSTRING
-                    ? lua_tostring(L, -1) : luaL_typename(L, idx);
-    luaL_error(L, "bad argument #1 to '%s' (" LF_EXECUTOR_MT " expected, got "
-               "%s; call it with ':')", fname, got);
-  }
-  if (*ud == NULL) luaL_argerror(L, idx, "executor is released");
-  return *ud;
+  return lf_check_handle(L, idx, LF_EXECUTOR_MT, fname);
 }
 
 static int executor_gc(lua_State *L) {

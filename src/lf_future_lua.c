@@ -55,15 +55,7 @@ void lf_push_future(lua_State *L, lf_future *f) {
 }
 
 lf_future *lf_check_future(lua_State *L, int idx) {
-  lf_future **ud = luaL_testudata(L, idx, LF_FUTURE_MT);
-  if (ud == NULL) {
-    const char *got = luaL_getmetafield(L, idx, "__name") == LUA_TSTRING
-                    ? lua_tostring(L, -1) : luaL_typename(L, idx);
-    luaL_argerror(L, idx, lua_pushfstring(L, LF_FUTURE_MT " expected, got "
-                                          "%s; call it with ':'", got));
-  }
-  if (*ud == NULL) luaL_argerror(L, idx, "future is released");
-  return *ud;
+  return lf_check_handle(L, idx, LF_FUTURE_MT, NULL);
 }
 
 lf_future *lf_test_future(lua_State *L, int idx) {

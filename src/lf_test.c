@@ -42,25 +42,6 @@
 
 static const lf_api *api;
 
-static int push_buf(lua_State *L) {
-  const lf_buf *b = lua_touserdata(L, 1);
-  lua_pushlstring(L, (const char *)b->data, b->len);
-  return 1;
-}
-
-/* Encodes the values first..top into a string. [-0, +1, e] */
-static int serialize_from(lua_State *L, int first, const lf_codec_opts *o) {
-  lf_buf b = LF_BUF_INIT;
-  int n = lua_gettop(L) - first + 1;
-  if (api->encode(L, first, n, "value", 1, &b, o) != 0) return lua_error(L);
-  lua_pushcfunction(L, push_buf);
-  lua_pushlightuserdata(L, &b);
-  int rc = lua_pcall(L, 1, 1, 0);
-  api->buf_free(&b);
-  if (rc != LUA_OK) return lua_error(L);
-  return 1;
-}
-
 #define TESTHANDLE_MT "futures.TestHandle"
 
 typedef struct testhandle { atomic_int refs; } testhandle;
@@ -141,7 +122,7 @@ static int codec_local(lua_State *L) {
 static int codec_encode(lua_State *L) {
   lf_codec_opts o = *api->codec_defaults;
   o.in_process = lua_toboolean(L, 1);
-  return serialize_from(L, 2, &o);
+  return api->serialize(L, 2, &o);
 }
 
 /* codec_reseal(s) -> s with the header's length and checksum made

@@ -14,7 +14,7 @@ function helpers.thread_count()
   f:close()
 end
 
--- A function and a counter: spy() returns fn, count() where count() says how
+-- A function and a counter: counter() returns fn, count() where count() says how
 -- many times fn ran.
 function helpers.counter()
   local n = 0

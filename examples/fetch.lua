@@ -6,20 +6,13 @@
 -- usage: bin/lua-futures examples/fetch.lua [file...]
 local futures = require "futures"
 
--- Runs on a worker thread; os.execute, io.open and os.tmpname are the
--- worker's own. The command writes its reply to a temporary file, read once
--- the command has finished. (io.popen works in a worker too, but it does not
--- overlap well: Lua's io.popen first flushes every open file with
--- fflush(NULL), which waits for any other thread that is blocked reading a
--- pipe, so concurrent popen-and-read calls queue up behind each other.)
+-- Runs on a worker thread; io.popen and io.open are the worker's own (and
+-- a worker's io.popen does not wait for the other workers' pipes).
 local function fetch(job)
   if job.cmd then
-    local out = os.tmpname()
-    local ok, how, code = os.execute(job.cmd .. " > " .. out)
-    local f = assert(io.open(out, "rb"))
-    local reply = f:read("a")
-    f:close()
-    os.remove(out)
+    local p = assert(io.popen(job.cmd))
+    local reply = p:read("a")
+    local ok, how, code = p:close()
     if not ok then error(("command failed (%s %d)"):format(how, code)) end
     return (reply:gsub("%s+$", ""))
   end

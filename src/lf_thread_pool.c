@@ -1,31 +1,37 @@
 /*
-** lf_thread_pool.c — ThreadPoolExecutor: a queue of futures and up to
-** max_workers native threads, each running tasks in a lua_State of its own.
+** lf_thread_pool.c — the ThreadPoolExecutor engine: a queue of futures and
+** up to max_workers native threads, each running tasks in a lua_State of
+** its own.
 **
 ** Threads: submit and shutdown run on any thread (the submitter may be a
 ** task of this very pool); each worker thread runs worker_main; join runs on
-** the owner's thread. pool->mu guards every field below it in lf_pool.
-** Lock order: pool->mu, then a future's mutex (a worker completes its task
-** under pool->mu, see next_task); nobody takes pool->mu while holding a
-** future's. Workers never hold pool->mu while they run a task.
+** the owner's thread; run_here runs on a thread that waits for one of the
+** pool's futures. pool->mu guards every field below it in lf_pool (`running`
+** is written under it and read without it as a hint). Lock order: pool->mu,
+** then a future's mutex (a worker completes its task under pool->mu, see
+** next_task); nobody takes pool->mu while holding a future's. Workers never
+** hold pool->mu while they run a task.
 **
 ** Wake-ups: a worker that finds the queue empty first spins, when that
 ** pays (lf_spin.h: never more spinners than free cores, and only while
-** spins at this pool see work arrive), watching the queue's count
-** (counted in `spinning`), then blocks on work_cv (counted in `idle`). submit gives a task to a spinning worker
-** without a signal (`spin_claims`), else signals only when an idle worker
-** has no wake-up on its way (`wakeups`), else starts a thread; so a busy
-** pool takes queued tasks with no system call at all. A worker re-checks the
-** queue under the mutex before it sleeps, so no task is ever stranded. An
-** idle worker leaves the lock for its chores first (pages to give back
-** after a big task; its own state's callbacks, which it delivers every
-** CALLBACK_POLL while futures it watches are unfinished).
+** spins at this pool see work arrive), watching the queue's count (counted
+** in `spinning`), then blocks on work_cv (counted in `idle`). submit gives
+** a task to a spinning worker without a signal (`spin_claims`), else
+** signals only when an idle worker has no wake-up on its way (`wakeups`),
+** else starts a thread; so a busy pool takes queued tasks with no system
+** call at all. A worker re-checks the queue under the mutex before it
+** sleeps, so no task is ever stranded. An idle worker leaves the lock for
+** its chores first (pages to give back after a big task; its own state's
+** callbacks, which it delivers every CALLBACK_POLL while futures it watches
+** are unfinished). A thread that waits for a task nobody has started may
+** run it itself, in place of an idle worker (run_here, below).
 **
 ** Ownership: the queue holds one reference to each queued future; the worker
-** that dequeues it takes that reference over and drops it when done. Workers
-** do not hold references to the pool: the owner joins them before the pool
-** can be destroyed (see lf_executor.h). Each worker's lua_State is created
-** and closed by its own thread.
+** (or waiting thread) that dequeues it takes that reference over and drops
+** it when done. Workers do not hold references to the pool: the owner joins
+** them before the pool can be destroyed (see lf_executor.h). Each worker's
+** lua_State is created and closed by its own thread; a waiting thread's
+** helper state belongs to the waiting state (a userdata in its registry).
 */
 #include <sched.h>
 #include <signal.h>

@@ -26,7 +26,7 @@
 ** bytes (length LF_PROC_NOSTR for "absent"): the host's LF_VERSION,
 ** package.path, package.cpath; then u32 n and n u64 settings (LF_INIT_*:
 ** a worker takes those it knows, in order); the rest is the encoded
-** initializer call (fn, args...) or nothing. TASK payload: the encoded call (lf_worker.h
+** initializer call (fn, args...) or nothing. TASK payload: the encoded call (lf_task.h
 ** layouts). RESULT payload: the encoded outcome. INIT_FAILED payload: the
 ** error message as text. READY: empty.
 **

@@ -260,6 +260,16 @@ static int future_add_done_callback(lua_State *L) {
   return 0;
 }
 
+/* f:_remove_done_callback(fn) -> how many registrations of fn went: for
+** an event loop adapter whose wait ended another way (a timeout, another
+** future), so that f no longer keeps its loop alive. */
+static int future_remove_done_callback(lua_State *L) {
+  lf_future *f = lf_check_future(L, 1);
+  luaL_checkany(L, 2);
+  lua_pushinteger(L, lf_remove_callback(L, f, 2));
+  return 1;
+}
+
 static int future_set_running(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   int rc = lf_future_set_running(f);
@@ -323,6 +333,7 @@ static const luaL_Reg future_methods[] = {
   {"set_result", future_set_result},
   {"set_exception", future_set_exception},
   {"_outcome", future_outcome},
+  {"_remove_done_callback", future_remove_done_callback},
   {NULL, NULL}
 };
 

@@ -11,7 +11,10 @@
 **   codec_encode(inproc, ...) serialize, shared handles allowed if inproc
 **   codec_reseal(s)          s with its header's length and checksum redone
 **   codec_time(rounds, reps, ...)  median encode and decode ns
-** docs/codec.md documents them.
+**   readable(fd [, seconds])  whether fd is readable, waiting at most that
+**                            long (poll(2)): futures.pollfd's level
+**                            semantics, seen from outside any loop
+** docs/codec.md documents the codec ones.
 **
 ** Threads: every function runs on the thread that owns the calling state.
 ** The test handle's reference count is atomic, since a real handle's
@@ -25,6 +28,8 @@
 ** closes it.
 */
 #include <dlfcn.h>
+#include <errno.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,7 +282,20 @@ static int codec_time(lua_State *L) {
   return 2;
 }
 
+static int readable(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  lua_Number secs = luaL_optnumber(L, 2, 0);
+  struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
+  int rc;
+  do rc = poll(&p, 1, (int)(secs * 1000));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) return luaL_error(L, "poll: %s", strerror(errno));
+  lua_pushboolean(L, rc > 0 && (p.revents & POLLIN));
+  return 1;
+}
+
 static const luaL_Reg test_funcs[] = {
+  {"readable", readable},
   {"codec_handle", codec_handle},
   {"codec_local", codec_local},
   {"codec_call", codec_call},

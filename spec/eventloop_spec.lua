@@ -9,6 +9,8 @@ local T = require "futures._test"
 local helpers = require "support.helpers"
 local shell = require "support.shell"
 
+local has_luv, uv = pcall(require, "luv")
+
 -- A task that returns its gate's values once the spec sets them.
 local function gated(gate, ...) return gate:result(20), ... end
 
@@ -203,5 +205,248 @@ describe("futures.pollfd", function()
     ]])
     assert.equals(0, r.status, r.err)
     assert.matches("^true\t[12]\n$", r.out)
+  end)
+end)
+
+-- Runs uv.run() with a watchdog: fails if it does not return by itself
+-- within `seconds`.
+local function run_loop(seconds)
+  local watchdog = uv.new_timer()
+  local expired = false
+  watchdog:start(math.floor(seconds * 1000), 0, function()
+    expired = true
+    uv.stop()
+  end)
+  watchdog:unref()
+  uv.run()
+  watchdog:close()
+  uv.run("nowait")
+  assert.is_false(expired, "uv.run() did not return within " .. seconds .. " s")
+end
+
+-- Calls fn after `ms` milliseconds, from inside the loop.
+local function later(ms, fn)
+  local t = uv.new_timer()
+  t:start(ms, 0, function() t:close(); fn() end)
+end
+
+describe("futures.luv", function()
+  if not has_luv then
+    it("needs luv", function() pending("luv is not installed (Debian: lua-luv)") end)
+    return
+  end
+  local fl, ex
+  setup(function()
+    fl = require "futures.luv"
+    ex = futures.ThreadPoolExecutor(2)
+  end)
+  teardown(function() ex:shutdown() end)
+
+  it("runs done callbacks inside uv.run(), which returns once they ran", function()
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate, "two")
+    local inside, got = false, nil
+    f:add_done_callback(function(d) got = { inside, d:result() } end)
+    later(20, function() gate:set_result(1) end)
+    inside = true
+    run_loop(20)
+    inside = false
+    assert.same({ true, 1, "two" }, got)
+  end)
+
+  it("keeps the loop alive only while a callback waits", function()
+    futures.poll()
+    assert.is_false(uv.loop_alive())
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
+    assert.is_false(uv.loop_alive())   -- nobody waits for f
+    f:add_done_callback(function() end)
+    assert.is_true(uv.loop_alive())
+    gate:set_result(1)
+    run_loop(20)
+    assert.is_false(uv.loop_alive())
+  end)
+
+  it("returns from await what the task returned, in a coroutine", function()
+    local got
+    coroutine.wrap(function()
+      got = table.pack(fl.await(ex:submit(function(a, b) return a + b, nil, "c" end, 1, 2)))
+    end)()
+    run_loop(20)
+    assert.same({ n = 3, 3, nil, "c" }, got)
+  end)
+
+  it("raises from await the task's error, unchanged", function()
+    local err
+    coroutine.wrap(function()
+      local ok, e = pcall(fl.await, ex:submit(function() error({ code = 7 }) end))
+      err = not ok and e
+    end)()
+    run_loop(20)
+    assert.same({ code = 7 }, err)
+  end)
+
+  it("lets other coroutines and timers run while one awaits", function()
+    local gate = futures.Future()
+    local events = {}
+    coroutine.wrap(function()
+      local v = fl.await(ex:submit(gated, gate))
+      events[#events + 1] = "await " .. v
+    end)()
+    coroutine.wrap(function()
+      local v = fl.await(ex:submit(function() return 1 end))
+      events[#events + 1] = "quick " .. v
+    end)()
+    later(50, function()
+      events[#events + 1] = "timer"
+      gate:set_result(2)
+    end)
+    run_loop(20)
+    assert.same({ "quick 1", "timer", "await 2" }, events)
+  end)
+
+  it("resumes an awaiting coroutine whose callback was delivered outside the loop", function()
+    local f = ex:submit(function() return "v" end)
+    local got
+    coroutine.wrap(function() got = fl.await(f) end)()
+    f:result(20)   -- an entry point: it delivers the coroutine's wake-up
+    assert.is_nil(got)
+    run_loop(20)
+    assert.equals("v", got)
+  end)
+
+  it("awaits a futures.Future() set by a thread task", function()
+    local f = futures.Future()
+    local got
+    coroutine.wrap(function() got = fl.await(f) end)()
+    ex:submit(function(target) target:set_result("from a thread") end, f)
+    run_loop(20)
+    assert.equals("from a thread", got)
+  end)
+
+  it("awaits the futures of a process pool", function()
+    local problem = shell.process_pool_problem()
+    if problem then pending(problem) return end
+    local px <close> = futures.ProcessPoolExecutor(1)
+    local got
+    coroutine.wrap(function() got = fl.await(px:submit(function(x) return x * 2 end, 21)) end)()
+    run_loop(30)
+    assert.equals(42, got)
+  end)
+
+  it("raises a TimeoutError from await(f, timeout), after which f no longer holds the loop", function()
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
+    local err
+    coroutine.wrap(function()
+      local ok, e = pcall(fl.await, f, 0.05)
+      err = not ok and e
+    end)()
+    run_loop(20)
+    assert.is_true(futures.iserror(err, futures.TimeoutError), tostring(err))
+    assert.is_false(core._pending())
+    gate:set_result(1)
+    f:result(20)
+  end)
+
+  it("returns done, not_done from await_all once every future is done", function()
+    local gates, fs = {}, {}
+    for i = 1, 3 do
+      gates[i] = futures.Future()
+      fs[i] = ex:submit(gated, gates[i])
+    end
+    fs[4] = fs[2]   -- a future listed twice counts once
+    local done, not_done
+    coroutine.wrap(function() done, not_done = fl.await_all(fs) end)()
+    for i = 3, 1, -1 do later(10 * (4 - i), function() gates[i]:set_result(i) end) end
+    run_loop(20)
+    assert.equals(3, #done)
+    assert.same({}, not_done)
+    for i = 1, 3 do assert.equals(fs[i], done[i]) end
+  end)
+
+  it("returns from await_any as soon as one future is done, the rest not done", function()
+    local gates, fs = {}, {}
+    for i = 1, 3 do
+      gates[i] = futures.Future()
+      fs[i] = ex:submit(gated, gates[i])
+    end
+    local done, not_done
+    coroutine.wrap(function() done, not_done = fl.await_any(fs) end)()
+    later(10, function() gates[2]:set_result(2) end)
+    run_loop(20)
+    assert.same({ fs[2] }, done)
+    assert.same({ fs[1], fs[3] }, not_done)
+    assert.is_false(core._pending())   -- the others no longer keep the loop alive
+    gates[1]:set_result(1)
+    gates[3]:set_result(3)
+    futures.wait(fs, 20)
+  end)
+
+  it("returns from await_all with a timeout the futures not done", function()
+    local gate = futures.Future()
+    local fs = { ex:submit(function() return 1 end), ex:submit(gated, gate) }
+    local done, not_done
+    coroutine.wrap(function() done, not_done = fl.await_all(fs, 0.05) end)()
+    run_loop(20)
+    assert.same({ fs[1] }, done)
+    assert.same({ fs[2] }, not_done)
+    gate:set_result(1)
+    fs[2]:result(20)
+  end)
+
+  it("raises a clear error from await outside a coroutine", function()
+    local f = ex:submit(function() return 1 end)
+    local ok, err = pcall(function() local v = fl.await(f); return v end)
+    assert.is_false(ok)
+    assert.matches("eventloop_spec.lua:%d+: futures.luv.await called outside a coroutine", err)
+    assert.matches("f:result()", err, 1, true)
+    f:result(20)
+  end)
+
+  it("raises the same error from await inside a thread task", function()
+    local err = ex:submit(function()
+      local lfl = require "futures.luv"
+      local futures_ = require "futures"
+      local g = futures_.Future()
+      g:set_result(1)
+      return select(2, pcall(lfl.await, g))
+    end):result(20)
+    assert.matches("called outside a coroutine", err)
+  end)
+
+  it("checks its arguments", function()
+    assert.matches("future expected, got nil", helpers.error_of(fl.await))
+    assert.matches("item 2 is not a future: number", helpers.error_of(fl.await_all, { futures.Future(), 2 }))
+    assert.matches("timeout must be a non%-negative number", helpers.error_of(fl.await_any, {}, -1))
+  end)
+
+  it("makes an error in a resumed coroutine the loop's uncaught error", function()
+    local r = run_lua([[
+      local futures = require "futures"
+      local fl = require "futures.luv"
+      local uv = require "luv"
+      local ex <close> = futures.ThreadPoolExecutor(1)
+      coroutine.wrap(function()
+        fl.await(ex:submit(function() return 1 end))
+        error("after the await")
+      end)()
+      uv.run()
+      print("not reached")
+    ]])
+    assert.are_not.equal(0, r.status)
+    assert.matches("after the await", r.err)
+    assert.equals("", r.out)
+  end)
+
+  it("names the Debian package when luv is missing", function()
+    local r = run_lua([[
+      require "futures"
+      package.loaded.luv, package.preload.luv, package.cpath = nil, nil, ""
+      local ok, err = pcall(require, "futures.luv")
+      print(ok, err)
+    ]])
+    assert.equals(0, r.status, r.err)
+    assert.matches("lua%-luv", r.out)
   end)
 end)

@@ -10,6 +10,7 @@ local helpers = require "support.helpers"
 local shell = require "support.shell"
 
 local has_luv, uv = pcall(require, "luv")
+local has_cqueues, cqueues = pcall(require, "cqueues")
 
 -- A task that returns its gate's values once the spec sets them.
 local function gated(gate, ...) return gate:result(20), ... end
@@ -448,5 +449,180 @@ describe("futures.luv", function()
     ]])
     assert.equals(0, r.status, r.err)
     assert.matches("lua%-luv", r.out)
+  end)
+end)
+
+-- Runs the controller's loop with a deadline; fails if it errs or is late.
+local function cq_loop(cq, seconds)
+  local ok, err = cq:loop(seconds)
+  assert.is_true(ok, tostring(err))
+  assert.is_true(cq:empty(), "the cqueues loop did not end within " .. seconds .. " s")
+end
+
+describe("futures.cqueues", function()
+  if not has_cqueues then
+    it("needs cqueues", function() pending("cqueues is not installed (Debian: lua-cqueues)") end)
+    return
+  end
+  local fc, ex
+  setup(function()
+    fc = require "futures.cqueues"
+    ex = futures.ThreadPoolExecutor(2)
+  end)
+  teardown(function() ex:shutdown() end)
+
+  it("returns from await what the task returned, in a cqueues coroutine", function()
+    local cq = cqueues.new()
+    local got
+    cq:wrap(function()
+      got = table.pack(fc.await(ex:submit(function(a) return a, nil, a * 2 end, 4)))
+    end)
+    cq_loop(cq, 20)
+    assert.same({ n = 3, 4, nil, 8 }, got)
+  end)
+
+  it("raises from await the task's error, unchanged", function()
+    local cq = cqueues.new()
+    local err
+    cq:wrap(function()
+      local ok, e = pcall(fc.await, ex:submit(function() error({ code = 9 }) end))
+      err = not ok and e
+    end)
+    cq_loop(cq, 20)
+    assert.same({ code = 9 }, err)
+  end)
+
+  it("awaits in many coroutines at once, each woken by its own future", function()
+    local cq = cqueues.new()
+    local gates, order = {}, {}
+    for i = 1, 4 do
+      gates[i] = futures.Future()
+      cq:wrap(function()
+        local v = fc.await(ex:submit(gated, gates[i]))
+        order[#order + 1] = v
+      end)
+    end
+    cq:wrap(function()
+      for _, i in ipairs { 3, 1, 4, 2 } do
+        cqueues.sleep(0.01)
+        gates[i]:set_result(i)
+      end
+    end)
+    cq_loop(cq, 20)
+    assert.same({ 3, 1, 4, 2 }, order)
+  end)
+
+  it("resumes an awaiting coroutine whose callback another coroutine delivered", function()
+    local cq = cqueues.new()
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
+    local got
+    cq:wrap(function() got = fc.await(f) end)
+    cq:wrap(function()
+      gate:set_result("v")
+      f:result(20)   -- an entry point: it delivers the other's wake-up
+    end)
+    cq_loop(cq, 20)
+    assert.equals("v", got)
+  end)
+
+  it("awaits a futures.Future() set by a thread task", function()
+    local cq = cqueues.new()
+    local f = futures.Future()
+    local got
+    cq:wrap(function() got = fc.await(f) end)
+    ex:submit(function(target) target:set_result("from a thread") end, f)
+    cq_loop(cq, 20)
+    assert.equals("from a thread", got)
+  end)
+
+  it("awaits the futures of a process pool", function()
+    local problem = shell.process_pool_problem()
+    if problem then pending(problem) return end
+    local px <close> = futures.ProcessPoolExecutor(1)
+    local cq = cqueues.new()
+    local got
+    cq:wrap(function() got = fc.await(px:submit(function(x) return x * 2 end, 21)) end)
+    cq_loop(cq, 30)
+    assert.equals(42, got)
+  end)
+
+  it("returns done, not_done from await_all and await_any", function()
+    local cq = cqueues.new()
+    local gates, fs = {}, {}
+    for i = 1, 3 do
+      gates[i] = futures.Future()
+      fs[i] = ex:submit(gated, gates[i])
+    end
+    local any_done, any_not, all_done, all_not
+    cq:wrap(function()
+      any_done, any_not = fc.await_any(fs)
+      all_done, all_not = fc.await_all(fs)
+    end)
+    cq:wrap(function()
+      cqueues.sleep(0.01)
+      gates[2]:set_result(2)
+      cqueues.sleep(0.05)
+      gates[1]:set_result(1)
+      gates[3]:set_result(3)
+    end)
+    cq_loop(cq, 20)
+    assert.same({ fs[2] }, any_done)
+    assert.same({ fs[1], fs[3] }, any_not)
+    assert.same(fs, all_done)
+    assert.same({}, all_not)
+  end)
+
+  it("raises a TimeoutError from await(f, timeout), and the loop ends", function()
+    local cq = cqueues.new()
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
+    local err
+    cq:wrap(function()
+      local ok, e = pcall(fc.await, f, 0.05)
+      err = not ok and e
+    end)
+    cq_loop(cq, 20)
+    assert.is_true(futures.iserror(err, futures.TimeoutError), tostring(err))
+    gate:set_result(1)
+    f:result(20)
+  end)
+
+  it("makes a future a pollable that cqueues.poll returns once it is done", function()
+    local cq = cqueues.new()
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
+    local first, second
+    cq:wrap(function()
+      local p = fc.pollable(f)
+      first = cqueues.poll(p, 0.05) == p   -- not done: times out
+      gate:set_result(1)
+      second = cqueues.poll(p, 20)
+      assert.equals(p, second)
+    end)
+    cq_loop(cq, 20)
+    assert.is_false(first)
+    assert.is_true(f:done())
+  end)
+
+  it("raises a clear error from await outside a cqueues coroutine", function()
+    local f = ex:submit(function() return 1 end)
+    local ok, err = pcall(function() local v = fc.await(f); return v end)
+    assert.is_false(ok)
+    assert.matches("eventloop_spec.lua:%d+: futures.cqueues.await called outside a cqueues coroutine",
+      err)
+    f:result(20)
+  end)
+
+  it("names the Debian package when cqueues is missing", function()
+    local r = run_lua([[
+      require "futures"
+      package.loaded.cqueues, package.preload.cqueues = nil, nil
+      package.path, package.cpath = "./lua/?.lua;./lua/?/init.lua", ""
+      local ok, err = pcall(require, "futures.cqueues")
+      print(ok, err)
+    ]])
+    assert.equals(0, r.status, r.err)
+    assert.matches("lua%-cqueues", r.out)
   end)
 end)

@@ -110,6 +110,18 @@ describe("futures.pollfd", function()
     assert.is_false(T.readable(fd, 0))
   end)
 
+  it("is drained by the next poll() when another entry point delivered the callbacks", function()
+    local fd = futures.pollfd()
+    local f = ex:submit(function() return 1 end)
+    local ran = 0
+    f:add_done_callback(function() ran = ran + 1 end)
+    assert.is_true(T.readable(fd, 10))
+    f:result(20)   -- an entry point: it runs the callback
+    assert.equals(1, ran)
+    assert.equals(0, futures.poll())
+    assert.is_false(T.readable(fd, 0))
+  end)
+
   it("is readable for a futures.Future() set by a thread task", function()
     local fd = futures.pollfd()
     local f = futures.Future()

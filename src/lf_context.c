@@ -129,6 +129,13 @@ int lf_run_callbacks(lua_State *L) {
   return ran;
 }
 
+int lf_poll(lua_State *L) {
+  int ran = lf_run_callbacks(L);
+  lf_ctx *ctx = lf_testctx(L);
+  if (ctx != NULL && ctx->inbox != NULL) lf_inbox_drain(ctx->inbox);
+  return ran;
+}
+
 int lf_has_pending_callbacks(lua_State *L) {
   lf_ctx *ctx = lf_testctx(L);
   return ctx != NULL && ctx->npending > 0;

@@ -69,6 +69,11 @@ void lf_call_callback(lua_State *L);
 ** pending and its completion no longer reaches this state. [-0,+0,-] */
 int lf_remove_callback(lua_State *L, lf_future *f, int fidx);
 
+/* What futures.poll() does: lf_run_callbacks, then, the inbox being empty,
+** the wake-up taken out of this state's descriptor (if it has one), so that
+** it is readable again only when more is due. [-0,+0,m] */
+int lf_poll(lua_State *L);
+
 /* Does this state wait for callbacks of futures not yet done (or done but
 ** not yet delivered)? ctx->npending says for how many futures. */
 int lf_has_pending_callbacks(lua_State *L);

@@ -1,7 +1,7 @@
 /*
 ** lf_core_lua.c — the functions of futures.core that belong to no object:
-** cpu_count, monotonic, sleep, poll, pollfd, the event loop adapters' two
-** hooks (_pending, _watch_pending), and the error classes.
+** cpu_count, monotonic, sleep, poll, pollfd, the event loop adapters'
+** hooks (_pending, _watch_pending, _spin), and the error classes.
 **
 ** Threads: the thread that owns the calling state.
 ** Ownership: nothing outside the state.
@@ -48,7 +48,7 @@ static int core_sleep(lua_State *L) {
 }
 
 static int core_poll(lua_State *L) {
-  lua_pushinteger(L, lf_run_callbacks(L));
+  lua_pushinteger(L, lf_poll(L));
   return 1;
 }
 
@@ -69,6 +69,26 @@ static int core_pending(lua_State *L) {
   return 2;
 }
 
+/* _spin(seconds) -> whether callbacks became due within that time, spun
+** for without a system call: an event loop's last look before it sleeps,
+** as result() spins before it blocks (LF_SPIN_WAITER). */
+static int core_spin(lua_State *L) {
+  lua_Number secs = luaL_checknumber(L, 1);
+  lf_ctx *ctx = lf_testctx(L);
+  int due = 0;
+  if (ctx != NULL && ctx->inbox != NULL) {
+    atomic_int *pending = &ctx->inbox->pending;
+    double until = lf_now() + secs;
+    for (unsigned i = 1;; i++) {
+      if (atomic_load_explicit(pending, memory_order_acquire) > 0) { due = 1; break; }
+      if ((i & 63) == 0 && lf_now() >= until) break;
+      lf_cpu_relax();
+    }
+  }
+  lua_pushboolean(L, due);
+  return 1;
+}
+
 /* _watch_pending(fn | nil): fn(busy) now and whenever _pending() changes
 ** (see lf_set_pending_hook). */
 static int core_watch_pending(lua_State *L) {
@@ -86,6 +106,7 @@ static const luaL_Reg core_funcs[] = {
   {"pollfd", core_pollfd},
   {"_pending", core_pending},
   {"_watch_pending", core_watch_pending},
+  {"_spin", core_spin},
   {NULL, NULL}
 };
 

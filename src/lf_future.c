@@ -286,9 +286,9 @@ lf_inbox *lf_inbox_new(void) {
   return ib;
 }
 
-/* The queue just became non-empty: make the descriptor readable. At most
-** one wake-up is ever in it (signalled), so the non-blocking write finds
-** room: an eventfd's counter or a pipe's buffer is far from full. */
+/* Something was queued: make the descriptor readable. At most one wake-up
+** is ever in it (signalled), so the non-blocking write finds room: an
+** eventfd's counter or a pipe's buffer is far from full. */
 static void inbox_signal_locked(lf_inbox *ib) {
   if (ib->wfd < 0 || ib->signalled) return;
   ib->signalled = 1;
@@ -297,9 +297,9 @@ static void inbox_signal_locked(lf_inbox *ib) {
   while (write(ib->wfd, &one, len) < 0 && errno == EINTR) {}
 }
 
-/* The queue just became empty: take the wake-up out of the descriptor. */
+/* The queue is empty: take the wake-up out of the descriptor. */
 static void inbox_drain_locked(lf_inbox *ib) {
-  if (!ib->signalled) return;
+  if (!ib->signalled || ib->head != NULL) return;
   ib->signalled = 0;
   uint64_t buf[8];
   ssize_t r;
@@ -331,6 +331,12 @@ static int make_wakeup(int *rfd, int *wfd) {
   *rfd = p[0];
   *wfd = p[1];
   return 0;
+}
+
+void lf_inbox_drain(lf_inbox *ib) {
+  lf_lock(&ib->mu);
+  inbox_drain_locked(ib);
+  lf_unlock(&ib->mu);
 }
 
 int lf_inbox_pollfd(lf_inbox *ib) {
@@ -422,7 +428,7 @@ void lf_inbox_unwatch(lf_inbox *ib, lf_future *f) {
 }
 
 lf_future *lf_inbox_pop(lf_inbox *ib) {
-  /* Empty is read without the lock: a push that this misses has made the
+  /* Empty is read without the lock: a push that this misses has left the
   ** descriptor readable, so a loop comes back for it. */
   if (atomic_load_explicit(&ib->pending, memory_order_acquire) == 0)
     return NULL;
@@ -430,10 +436,7 @@ lf_future *lf_inbox_pop(lf_inbox *ib) {
   lf_inboxnode *n = ib->head;
   if (n != NULL) {
     ib->head = n->next;
-    if (ib->head == NULL) {
-      ib->tail = NULL;
-      inbox_drain_locked(ib);
-    }
+    if (ib->head == NULL) ib->tail = NULL;
     atomic_fetch_sub_explicit(&ib->pending, 1, memory_order_relaxed);
   }
   lf_unlock(&ib->mu);

@@ -63,11 +63,13 @@ struct lf_waiter {
 **
 ** Its wake-up descriptor (futures.pollfd) does not exist until the state
 ** asks for it (fd == -1): until then a completion costs no system call.
-** Once it exists it is readable exactly when the queue is not empty: the
-** push onto an empty queue writes it and the pop that empties the queue
-** drains it, both under mu, so no completion can slip between a drain and
-** the emptiness it stands for (no lost wake-up), and a drained descriptor
-** means there is nothing left (no spurious one). */
+** Once it exists it is readable whenever the queue is not empty: a push
+** writes it unless a wake-up is in it already (signalled), and only
+** lf_inbox_drain, on an empty queue, takes that wake-up out; both happen
+** under mu, so no completion slips between a drain and the emptiness it
+** stands for (no lost wake-up). Other pops leave the wake-up in: a burst
+** of completions delivered by result() or submit() costs one write, and
+** the loop's next poll finds the queue empty and drains it. */
 struct lf_inbox {
   pthread_mutex_t mu;      /* guards head, tail, closed, fd, wfd, signalled */
   atomic_int refs;
@@ -173,9 +175,12 @@ int lf_inbox_watch(lf_inbox *ib, lf_future *f);
 /* Undo lf_inbox_watch: f will not be queued in ib when it completes
 ** (nothing happens if it was not registered, or is queued already). */
 void lf_inbox_unwatch(lf_inbox *ib, lf_future *f);
-/* Takes the next completed future (the caller owns the reference), or NULL.
-** The pop that empties the queue drains the wake-up descriptor. */
+/* Takes the next completed future (the caller owns the reference), or NULL. */
 lf_future *lf_inbox_pop(lf_inbox *ib);
+/* Takes the wake-up out of the descriptor if the queue is empty (what a
+** loop's poll does after delivering), so that it is readable again only
+** when more arrives. */
+void lf_inbox_drain(lf_inbox *ib);
 /* The wake-up descriptor of ib, made on the first call (an eventfd, or a
 ** pipe where there is none), readable at once if the queue is not empty.
 ** Only the thread of ib's state calls it. Returns -1 with errno set when no

@@ -112,9 +112,11 @@ describe("futures.pollfd", function()
 
   it("is drained by the next poll() when another entry point delivered the callbacks", function()
     local fd = futures.pollfd()
-    local f = ex:submit(function() return 1 end)
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
     local ran = 0
     f:add_done_callback(function() ran = ran + 1 end)
+    open_gates(gate, 1)
     assert.is_true(T.readable(fd, 10))
     f:result(20)   -- an entry point: it runs the callback
     assert.equals(1, ran)
@@ -319,9 +321,11 @@ describe("futures.luv", function()
   end)
 
   it("resumes an awaiting coroutine whose callback was delivered outside the loop", function()
-    local f = ex:submit(function() return "v" end)
+    local gate = futures.Future()
+    local f = ex:submit(gated, gate)
     local got
     coroutine.wrap(function() got = fl.await(f) end)()
+    gate:set_result("v")
     f:result(20)   -- an entry point: it delivers the coroutine's wake-up
     assert.is_nil(got)
     run_loop(20)
@@ -360,6 +364,28 @@ describe("futures.luv", function()
     assert.is_false(core._pending())
     gate:set_result(1)
     f:result(20)
+  end)
+
+  it("resumes a coroutine awaiting a future that gets cancelled with CancelledError", function()
+    local f = futures.Future()
+    local err
+    coroutine.wrap(function()
+      local ok, e = pcall(fl.await, f)
+      err = not ok and e
+    end)()
+    later(10, function() f:cancel() end)
+    run_loop(20)
+    assert.is_true(futures.iserror(err, futures.CancelledError), tostring(err))
+  end)
+
+  it("lets a suspended awaiting coroutine be closed, after which its future holds no loop", function()
+    local f = futures.Future()
+    local co = coroutine.create(function() return fl.await(f) end)
+    assert.is_true(coroutine.resume(co))
+    assert.is_true(uv.loop_alive())
+    assert.is_true(coroutine.close(co))
+    assert.is_false(core._pending())
+    assert.is_false(uv.loop_alive())
   end)
 
   it("returns done, not_done from await_all once every future is done", function()
@@ -506,11 +532,12 @@ describe("futures.cqueues", function()
 
   it("awaits in many coroutines at once, each woken by its own future", function()
     local cq = cqueues.new()
+    local four <close> = futures.ThreadPoolExecutor(4)   -- every task runs at once
     local gates, order = {}, {}
     for i = 1, 4 do
       gates[i] = futures.Future()
       cq:wrap(function()
-        local v = fc.await(ex:submit(gated, gates[i]))
+        local v = fc.await(four:submit(gated, gates[i]))
         order[#order + 1] = v
       end)
     end
@@ -531,6 +558,7 @@ describe("futures.cqueues", function()
     local got
     cq:wrap(function() got = fc.await(f) end)
     cq:wrap(function()
+      cqueues.sleep(0.01)   -- the other waits by now
       gate:set_result("v")
       f:result(20)   -- an entry point: it delivers the other's wake-up
     end)

@@ -25,8 +25,8 @@ local TESTED = {
 -- plain lua5.4 finding the module in the tree as an installed one would be.
 local INTERPRETERS = {
   { name = "bin/lua-futures", cmd = "bin/lua-futures" },
-  { name = "lua5.4", cmd = "env LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' "
-      .. "LUA_CPATH='./build/?.so;;' lua5.4" },
+  { name = "lua5.4", cmd = "env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 "
+      .. "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./build/?.so;;' lua5.4" },
 }
 
 local function installed(module)

@@ -33,9 +33,12 @@ static const char *const STATE_NAMES[] = {
 
 static void kind_retain(void *obj) { lf_future_retain(obj); }
 static void kind_release(void *obj) { lf_future_release(obj); }
+/* The userdata first, the reference after: a userdata that cannot be
+** made (out of memory) raises before any reference is taken. */
 static void kind_push(lua_State *L, void *obj) {
+  lf_push_future(L, NULL);
   lf_future_retain(obj);
-  lf_push_future(L, obj);
+  *(lf_future **)lua_touserdata(L, -1) = obj;
 }
 
 static const lf_handle_kind future_kind = {

@@ -86,6 +86,14 @@ end
 -- delivery, outside the callbacks: `ready` holds them, in wake-up order.
 local handle = assert(uv.new_poll(futures.pollfd()))
 local idle = assert(uv.new_idle())
+-- Before the loop sleeps while callbacks wait, it watches for a completion
+-- for as long as f:result() does before it blocks (20 µs): the result of a
+-- short task is then delivered without the sleep and the wake-up through
+-- the descriptor, which cost more than the task. It never keeps the loop
+-- alive, and runs only while callbacks wait.
+local prepare = assert(uv.new_prepare())
+prepare:unref()
+local SPIN = 20e-6
 local ready = {}
 local delivering = false
 
@@ -144,14 +152,6 @@ local function schedule(w)
   if not delivering then idle:start(on_idle) end
 end
 
--- Before the loop sleeps while callbacks wait, it watches for a completion
--- for as long as f:result() does before it blocks (20 µs): the result of a
--- short task is then delivered without the sleep and the wake-up through
--- the descriptor, which cost more than the task. It never keeps the loop
--- alive, and runs only while callbacks wait.
-local SPIN = 20e-6
-local prepare = assert(uv.new_prepare())
-prepare:unref()
 local function on_prepare()
   if uv.backend_timeout() ~= 0 and core._spin(SPIN) then on_readable() end
 end

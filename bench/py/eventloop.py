@@ -68,30 +68,40 @@ def main():
         B.start_workers(ex, workers, 0.02)
         B.emit("loop.cb_p50_us", asyncio.run(latency(ex, lat_n)))
 
-        asyncio.run(awaits(ex, rt_n // 10))
-        start = B.now()
-        asyncio.run(awaits(ex, rt_n))
-        await_us = (B.now() - start) / rt_n * 1e6
-        for i in range(1, rt_n // 10 + 1):
+        rounds, per = 10, max(1, rt_n // 10)
+        asyncio.run(awaits(ex, per))
+        for i in range(1, per + 1):
             ex.submit(B.ident, i).result()
-        start = B.now()
-        for i in range(1, rt_n + 1):
-            assert ex.submit(B.ident, i).result() == i
-        blocking_us = (B.now() - start) / rt_n * 1e6
+        t_await = t_block = 0.0
+        for _ in range(rounds):
+            start = B.now()
+            asyncio.run(awaits(ex, per))
+            t_await += B.now() - start
+            start = B.now()
+            for i in range(1, per + 1):
+                assert ex.submit(B.ident, i).result() == i
+            t_block += B.now() - start
+        await_us = t_await / (per * rounds) * 1e6
+        blocking_us = t_block / (per * rounds) * 1e6
         B.emit("loop.await_us", await_us)
         B.emit("loop.blocking_us", blocking_us)
         B.emit("loop.await_ratio", await_us / blocking_us)
 
-        B.full_gc()
-        start = B.now()
-        asyncio.run(callbacks(ex, n))
-        cb_us = (B.now() - start) / n * 1e6
-        B.full_gc()
-        start = B.now()
-        fs = [ex.submit(B.ident, i) for i in range(1, n + 1)]
-        total = sum(f.result() for f in as_completed(fs))
-        asc_us = (B.now() - start) / n * 1e6
-        assert total == n * (n + 1) // 2
+        per = max(1, n // 5)
+        t_cb = t_asc = 0.0
+        for _ in range(5):
+            B.full_gc()
+            start = B.now()
+            asyncio.run(callbacks(ex, per))
+            t_cb += B.now() - start
+            B.full_gc()
+            start = B.now()
+            fs = [ex.submit(B.ident, i) for i in range(1, per + 1)]
+            total = sum(f.result() for f in as_completed(fs))
+            t_asc += B.now() - start
+            assert total == per * (per + 1) // 2
+        cb_us = t_cb / (per * 5) * 1e6
+        asc_us = t_asc / (per * 5) * 1e6
         B.emit("loop.cb_us", cb_us)
         B.emit("loop.asc_us", asc_us)
         B.emit("loop.cb_ratio", cb_us / asc_us)

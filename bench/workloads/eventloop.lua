@@ -5,13 +5,13 @@
 --                      sequential samples, each submitted by the callback before
 --   loop.await_us      a coroutine's fl.await(ex:submit(ident, i)), `rt` times
 --                      in a row inside uv.run(), µs each
---   loop.blocking_us   ex:submit(ident, i):result(), `rt` times, µs each (the
---                      same run, for the ratio)
+--   loop.blocking_us   ex:submit(ident, i):result(), `rt` times, µs each; in
+--                      rounds alternating with the awaits, for the ratio
 --   loop.await_ratio   await_us / blocking_us
 --   loop.cb_us         submit `n` tasks with a done callback each, uv.run()
 --                      until every callback ran; µs per future
 --   loop.asc_us        submit `n` tasks, as_completed with result() on each;
---                      µs per future
+--                      µs per future (rounds of n/5 alternating with cb_us's)
 --   loop.cb_ratio      cb_us / asc_us
 -- params: workers, lat, rt, n
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
@@ -49,50 +49,69 @@ do
   B.emit("loop.cb_p50_us", B.median(lat))
 end
 
--- (b) sequential round trips: awaited in a coroutine, then blocking.
+-- (b) sequential round trips, awaited in a coroutine and blocking, in
+-- alternating rounds so that both see the same machine (a shared one's
+-- load changes within seconds).
+local ROUNDS = 10
 do
   local function awaits(k)
     for i = 1, k do assert(fl.await(ex:submit(B.ident, i)) == i) end
   end
-  coroutine.wrap(awaits)(rt_n // 10)   -- warm-up
+  local function blocking(k)
+    for i = 1, k do assert(ex:submit(B.ident, i):result() == i) end
+  end
+  local per = math.max(1, rt_n // ROUNDS)
+  coroutine.wrap(awaits)(per)   -- warm-up
   uv.run()
-  local t0 = B.now()
-  coroutine.wrap(awaits)(rt_n)
-  uv.run()
-  local await_us = (B.now() - t0) / rt_n * 1e6
-  for i = 1, rt_n // 10 do ex:submit(B.ident, i):result() end
-  t0 = B.now()
-  for i = 1, rt_n do assert(ex:submit(B.ident, i):result() == i) end
-  local blocking_us = (B.now() - t0) / rt_n * 1e6
+  blocking(per)
+  local t_await, t_block = 0, 0
+  for _ = 1, ROUNDS do
+    local t0 = B.now()
+    coroutine.wrap(awaits)(per)
+    uv.run()
+    t_await = t_await + (B.now() - t0)
+    t0 = B.now()
+    blocking(per)
+    t_block = t_block + (B.now() - t0)
+  end
+  local await_us = t_await / (per * ROUNDS) * 1e6
+  local blocking_us = t_block / (per * ROUNDS) * 1e6
   B.emit("loop.await_us", await_us)
   B.emit("loop.blocking_us", blocking_us)
   B.emit("loop.await_ratio", await_us / blocking_us)
 end
 
--- (c) n futures delivered by the loop, against as_completed.
+-- (c) n futures delivered by the loop, against as_completed, alternating
+-- in rounds of n / 5.
 do
-  B.full_gc()
-  local t0 = B.now()
-  local ran, sum = 0, 0
-  -- f:result() first: it may run other callbacks (those of futures done
-  -- at add_done_callback run at once, outside the loop's delivery).
-  local function count(f)
-    local v = f:result()
-    ran, sum = ran + 1, sum + v
-  end
-  for i = 1, n do ex:submit(B.ident, i):add_done_callback(count) end
-  uv.run()
-  local cb_us = (B.now() - t0) / n * 1e6
-  assert(ran == n and sum == n * (n + 1) // 2)
+  local per = math.max(1, n // 5)
+  local t_cb, t_asc = 0, 0
+  for _ = 1, 5 do
+    B.full_gc()
+    local t0 = B.now()
+    local ran, sum = 0, 0
+    -- f:result() first: it may run other callbacks (those of futures done
+    -- at add_done_callback run at once, outside the loop's delivery).
+    local function count(f)
+      local v = f:result()
+      ran, sum = ran + 1, sum + v
+    end
+    for i = 1, per do ex:submit(B.ident, i):add_done_callback(count) end
+    uv.run()
+    t_cb = t_cb + (B.now() - t0)
+    assert(ran == per and sum == per * (per + 1) // 2)
 
-  B.full_gc()
-  t0 = B.now()
-  local fs = {}
-  for i = 1, n do fs[i] = ex:submit(B.ident, i) end
-  sum = 0
-  for f in futures.as_completed(fs) do sum = sum + f:result() end
-  local asc_us = (B.now() - t0) / n * 1e6
-  assert(sum == n * (n + 1) // 2)
+    B.full_gc()
+    t0 = B.now()
+    local fs = {}
+    for i = 1, per do fs[i] = ex:submit(B.ident, i) end
+    sum = 0
+    for f in futures.as_completed(fs) do sum = sum + f:result() end
+    t_asc = t_asc + (B.now() - t0)
+    assert(sum == per * (per + 1) // 2)
+  end
+  local cb_us = t_cb / (per * 5) * 1e6
+  local asc_us = t_asc / (per * 5) * 1e6
   B.emit("loop.cb_us", cb_us)
   B.emit("loop.asc_us", asc_us)
   B.emit("loop.cb_ratio", cb_us / asc_us)

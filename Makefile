@@ -199,6 +199,7 @@ TSAN_STRESS ?= 0.25
 SAN_MODULE_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spec.lua \
   spec/wait_spec.lua spec/bad_input_spec.lua
 SAN_SPECS := $(SAN_MODULE_SPECS) spec/stress_spec.lua spec/process_pool_spec.lua \
+  spec/eventloop_spec.lua \
   spec/progress_spec.lua
 # Skipped under sanitizers: the specs that time two CPU-bound tasks side by side,
 # which instrumentation (and a busy CI machine) changes; `make test` runs them.

@@ -234,6 +234,13 @@ metric("codec.table_dec_ms", "codec: 1M-int table, decode", "ms", "lower")
 metric("codec.table_ms", "codec: 1M-int table, encode+decode", "ms", "lower", { "<", 60 })
 metric("codec.string_ms", "codec: 10 MB string, encode+decode", "ms", "lower", { "<", 10 })
 metric("codec.small_us", "codec: small call, encode+decode", "us", "lower", { "<", 1 })
+metric("loop.cb_p50_us", "luv loop: completion→callback, p50", "us", "lower", { "<=", 50 })
+metric("loop.await_us", "luv loop: await(submit()) round trip", "us", "lower")
+metric("loop.blocking_us", "luv loop: the same, submit():result()", "us", "lower")
+metric("loop.await_ratio", "luv loop: await / blocking round trip", "x", "lower", { "<=", 3 })
+metric("loop.cb_us", "luv loop: 10 000 callbacks, per future", "us", "lower")
+metric("loop.asc_us", "luv loop: the same, as_completed, per future", "us", "lower")
+metric("loop.cb_ratio", "luv loop: callbacks / as_completed", "x", "lower", { "<=", 2 })
 
 local BY_ID = {}
 for _, m in ipairs(METRICS) do BY_ID[m.id] = m end
@@ -273,6 +280,9 @@ local RUNS = {
   { name = "memory-process", script = "memory",
     args = { pool = PR, workers = CPUS, pending = 20000 },
     quick = { args = { pending = 5000 }, python = false } },
+  { name = "eventloop", script = "eventloop",
+    args = { workers = CPUS, lat = 2000, rt = 2000, n = 10000 },
+    quick = { args = { lat = 500, rt = 500 }, python = false } },
 }
 
 ---------------------------------------------------------------- the machine

@@ -18,8 +18,69 @@ end
 local TESTED = {
   ["power.lua"] = true, ["fetch.lua"] = true, ["primes.lua"] = true,
   ["hash_files.lua"] = true, ["wordcount.lua"] = true, ["montecarlo.lua"] = true,
-  ["crash_isolation.lua"] = true,
+  ["crash_isolation.lua"] = true, ["luv_server.lua"] = true, ["cqueues_fanout.lua"] = true,
 }
+
+-- The event loop examples run under both interpreters: bin/lua-futures, and
+-- plain lua5.4 finding the module in the tree as an installed one would be.
+local INTERPRETERS = {
+  { name = "bin/lua-futures", cmd = "bin/lua-futures" },
+  { name = "lua5.4", cmd = "env -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u LUA_INIT -u LUA_INIT_5_4 "
+      .. "LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./build/?.so;;' lua5.4" },
+}
+
+local function installed(module)
+  local ok = pcall(require, module)
+  return ok
+end
+
+-- A luv client of examples/luv_server.lua, run as a process of its own: it
+-- starts the server with the command given, sends a slow count on one
+-- connection, then a ping and a quick count on a second one, then quit on a
+-- third, and prints the replies in the order they came.
+local LUV_CLIENT = [[
+local uv = require "luv"
+local server = assert(io.popen(... .. " examples/luv_server.lua 0"))
+local banner = server:read("l") or ""
+local port = tonumber(banner:match("^listening on 127%.0%.0%.1:(%d+)$"))
+if not port then print("no banner: " .. banner) os.exit(1) end
+
+local function client(name, requests, expect, on_done)
+  local c, got, buffered = uv.new_tcp(), 0, ""
+  c:connect("127.0.0.1", port, function(err)
+    assert(not err, err)
+    c:read_start(function(rerr, data)
+      assert(not rerr, rerr)
+      if not data then c:close() return end
+      buffered = buffered .. data
+      for line in buffered:gmatch("([^\n]*)\n") do
+        got = got + 1
+        print(name .. " " .. line)
+      end
+      buffered = buffered:match("[^\n]*$")
+      if got == expect then
+        c:close()
+        if on_done then on_done() end
+      end
+    end)
+    for _, r in ipairs(requests) do c:write(r .. "\n") end
+  end)
+end
+
+client("slow", { "primes 1 1000000" }, 1)
+local pause = uv.new_timer()
+pause:start(50, 0, function()
+  pause:close()
+  client("fast", { "ping", "what", "primes 1 1000" }, 3, function()
+    client("quit", { "quit" }, 1)
+  end)
+end)
+local watchdog = uv.new_timer()
+watchdog:start(90000, 0, function() print("watchdog") uv.stop() end)
+watchdog:unref()
+uv.run()
+print("server", server:close())
+]]
 
 local function exists(path)
   local f = io.open(path)
@@ -146,6 +207,39 @@ describe("examples", function()
       local problem = shell.process_pool_problem()
       if problem then pending(problem) return end
       ran(example("crash_isolation.lua"))
+    end)
+  end
+
+  for _, interp in ipairs(INTERPRETERS) do
+    it("luv_server.lua answers other connections while a count computes, under "
+        .. interp.name, function()
+      if not installed("luv") then pending("luv is not installed (Debian: lua-luv)") return end
+      local r = shell.run_lua(LUV_CLIENT, { interp.cmd }, 120)
+      assert.equals(0, r.status, r.out .. r.err)
+      local lines = {}
+      for line in r.out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.same({
+        "fast pong",
+        'fast error: unknown request "what"',
+        "fast primes 1 1000: 168",
+        "quit bye",
+        "slow primes 1 1000000: 78498",
+        "server\ttrue\texit\t0",
+      }, lines)
+    end)
+
+    it("cqueues_fanout.lua awaits its jobs side by side while the loop ticks, under "
+        .. interp.name, function()
+      if not installed("cqueues") then pending("cqueues is not installed (Debian: lua-cqueues)") return end
+      local r = shell.run(("cd %s && %s examples/cqueues_fanout.lua 4 20000")
+        :format(shell.q(shell.ROOT), interp.cmd), 120)
+      ran(r)
+      assert.matches("job 1: 1%.%.20000 longest chain starts at 17647 %(279 steps%)", r.out)
+      assert.matches("job 4: 60001%.%.80000 longest chain starts at 77031 %(351 steps%)", r.out)
+      assert.matches("await_all: back with 3 of 3 done", r.out, 1, true)
+      local ticks = tonumber(r.out:match("the loop ticked (%d+) times"))
+      assert.is_true(ticks ~= nil and ticks > 0, r.out)
+      assert.matches("all match a sequential run: yes", r.out, 1, true)
     end)
   end
 

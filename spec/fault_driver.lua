@@ -158,6 +158,39 @@ local function child(op_name, class, n, sticky)
     end,
   }
 
+  -- The descriptor of event loops: an eventfd, a pipe when that fails,
+  -- written by a completing worker and drained by poll().
+  ops.pollfd = {
+    setup = function()
+      local ex = futures.ThreadPoolExecutor(1)
+      ex:submit(double, 1):result(20)
+      return ex
+    end,
+    run = function(ex)
+      local fd = futures.pollfd()
+      assert(math.type(fd) == "integer" and fd == futures.pollfd(), "wrong descriptor")
+      local ran = 0
+      local function count() ran = ran + 1 end   -- allocates nothing
+      local fs = {}
+      for i = 1, 3 do
+        fs[i] = ex:submit(double, i)
+        fs[i]:add_done_callback(count)
+      end
+      local bare = futures.Future()
+      bare:add_done_callback(count)
+      fs[4] = ex:submit(function(target) target:set_result(8) end, bare)
+      futures.wait(fs, 20)
+      for i = 1, 4 do
+        local err = fs[i]:exception(0)   -- a task that met the fault
+        if err then error(err, 0) end
+      end
+      futures.poll()
+      assert(ran == 4, "a callback did not run")
+      assert(fs[3]:result(0) == 6 and bare:result(0) == 8, "wrong result")
+    end,
+    teardown = function(ex) ex:shutdown() end,
+  }
+
   -- Faults inside a worker process: armed there by a task.
   ops.process_worker = {
     setup = function()
@@ -241,6 +274,7 @@ local PLAN = {
   { "shutdown", { "alloc", "state", "thread" } },
   { "process_pool", { "alloc", "thread", "socket", "spawn" } },
   { "process_worker", { "alloc", "state" } },
+  { "pollfd", { "alloc", "thread", "socket" } },
 }
 local STICKY = { alloc = true, state = true }
 
@@ -251,7 +285,8 @@ local CLEAN = {
   state = { "not enough memory", "cannot start a worker" },
   thread = { "cannot start a worker", "out of resources" },
   -- (a process pool reports a failed eventfd as "not enough memory")
-  socket = { "cannot start a worker process", "BrokenProcessPool", "not enough memory" },
+  socket = { "cannot start a worker process", "BrokenProcessPool", "not enough memory",
+    "cannot make the descriptor of futures.pollfd" },
   spawn = { "cannot start a worker process", "BrokenProcessPool" },
 }
 -- A fault inside a worker process may kill it: its task then fails so.

@@ -4,9 +4,10 @@
 **
 ** Threads: only the thread that owns the state.
 ** Ownership: see lf_context.h. The callbacks waiting in a state are a Lua
-** table (the context's user value): future pointer (light userdata) ->
+** table (the context's user value 1): future pointer (light userdata) ->
 ** { future userdata, fn, fn... }; it keeps the userdata and the functions
-** alive until the callbacks ran.
+** alive until the callbacks ran. ctx->npending counts its entries. User
+** value 2 is the pending hook (lf_set_pending_hook), or nil.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,31 @@ static int report_callback_error(lua_State *L) {
   return 0;
 }
 
+static int report_hook_error(lua_State *L) {
+  fprintf(stderr, "lua-futures: error in the pending hook: %s\n",
+          luaL_tolstring(L, 1, NULL));
+  fflush(stderr);
+  return 0;
+}
+
+/* Tell the hook whether callbacks wait here, if that changed since it was
+** last told. Not while callbacks run (their end tells), nor at close. */
+static void tell_hook(lua_State *L, lf_ctx *ctx) {
+  if (!ctx->hooked || ctx->closing || ctx->draining) return;
+  int busy = ctx->npending > 0;
+  if (busy == ctx->told) return;
+  ctx->told = busy;
+  luaL_checkstack(L, 4, NULL);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+  lua_getiuservalue(L, -1, 2);
+  lua_remove(L, -2);
+  lua_pushboolean(L, busy);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+  lua_pushcfunction(L, report_hook_error);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
 void lf_call_callback(lua_State *L) {
   if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
   lua_pushcfunction(L, report_callback_error);
@@ -49,13 +75,14 @@ void lf_call_callback(lua_State *L) {
 ** before the context: the callbacks then get a new userdata, released
 ** here because no finalizer runs for objects made while a state closes.
 ** [-0,+0,-] */
-static int run_for(lua_State *L, lf_future *f) {
+static int run_for(lua_State *L, lf_ctx *ctx, lf_future *f) {
   int ran = 0;
   push_pending(L);
   if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
     int t = lua_gettop(L);
     lua_pushnil(L);
     lua_rawsetp(L, -3, f);
+    ctx->npending--;
     lua_rawgeti(L, t, 1);
     lf_future **ud = lua_touserdata(L, -1);
     lf_future **fresh = NULL;
@@ -95,8 +122,16 @@ int lf_run_callbacks(lua_State *L) {
   int ran = ctx->helper != NULL ? lf_run_callbacks(ctx->helper) : 0;
   lf_future *f;
   if (ctx->inbox != NULL)
-    while ((f = lf_inbox_pop(ctx->inbox)) != NULL) ran += run_for(L, f);
+    while ((f = lf_inbox_pop(ctx->inbox)) != NULL) ran += run_for(L, ctx, f);
   ctx->draining = 0;
+  tell_hook(L, ctx);
+  return ran;
+}
+
+int lf_poll(lua_State *L) {
+  int ran = lf_run_callbacks(L);
+  lf_ctx *ctx = lf_testctx(L);
+  if (ctx != NULL && ctx->inbox != NULL) lf_inbox_drain(ctx->inbox);
   return ran;
 }
 
@@ -107,12 +142,58 @@ void lf_ctx_set_helper(lua_State *L, lua_State *H) {
 
 int lf_has_pending_callbacks(lua_State *L) {
   lf_ctx *ctx = lf_testctx(L);
+  return ctx != NULL && ctx->npending > 0;
+}
+
+int lf_remove_callback(lua_State *L, lf_future *f, int fidx) {
+  lf_ctx *ctx = lf_testctx(L);
   if (ctx == NULL) return 0;
+  fidx = lua_absindex(L, fidx);
   push_pending(L);
-  lua_pushnil(L);
-  int any = lua_next(L, -2) != 0;
-  lua_pop(L, any ? 3 : 1);
-  return any;
+  int removed = 0;
+  if (lua_rawgetp(L, -1, f) == LUA_TTABLE) {
+    int t = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t), keep = 1;
+    for (lua_Integer i = 2; i <= n; i++) {   /* [1] is the future userdata */
+      lua_rawgeti(L, t, i);
+      if (lua_rawequal(L, -1, fidx)) { lua_pop(L, 1); removed++; }
+      else lua_rawseti(L, t, ++keep);
+    }
+    for (lua_Integer i = keep + 1; i <= n; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, t, i);
+    }
+    if (keep == 1 && removed > 0) {   /* no callback left: not pending */
+      lua_pushnil(L);
+      lua_rawsetp(L, t - 1, f);
+      ctx->npending--;
+      if (ctx->inbox != NULL) lf_inbox_unwatch(ctx->inbox, f);
+    }
+  }
+  lua_pop(L, 2);
+  if (removed > 0) tell_hook(L, ctx);
+  return removed;
+}
+
+void lf_set_pending_hook(lua_State *L, int idx) {
+  lf_ctx *ctx = lf_getctx(L);
+  idx = lua_absindex(L, idx);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CTX_KEY);
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, -2, 2);
+  lua_pop(L, 1);
+  ctx->hooked = !lua_isnil(L, idx);
+  ctx->told = -1;   /* tell the new hook where things stand */
+  tell_hook(L, ctx);
+}
+
+int lf_pollfd(lua_State *L) {
+  lf_ctx *ctx = lf_getctx(L);
+  int fd = ctx->inbox != NULL ? lf_inbox_pollfd(ctx->inbox) : -1;
+  if (fd < 0)
+    return luaL_error(L, "cannot make the descriptor of futures.pollfd: %s",
+                      ctx->inbox != NULL ? strerror(errno) : "the state is closing");
+  return fd;
 }
 
 int lf_add_callback(lua_State *L, int uidx, lf_future *f, int fidx) {
@@ -135,7 +216,12 @@ int lf_add_callback(lua_State *L, int uidx, lf_future *f, int fidx) {
   lua_rawseti(L, -2, 2);
   lua_rawsetp(L, t, f);
   int rc = lf_inbox_watch(ctx->inbox, f);
-  if (rc == 1) { lua_pop(L, 1); return 1; }
+  if (rc == 1) {
+    lua_pop(L, 1);
+    ctx->npending++;
+    tell_hook(L, ctx);
+    return 1;
+  }
   lua_pushnil(L);
   lua_rawsetp(L, t, f);
   lua_pop(L, 1);
@@ -145,6 +231,8 @@ int lf_add_callback(lua_State *L, int uidx, lf_future *f, int fidx) {
 
 static int ctx_gc(lua_State *L) {
   lf_ctx *ctx = luaL_checkudata(L, 1, CTX_MT);
+  /* The hook belongs to a loop that may be finalized already. */
+  ctx->closing = 1;
   /* Shut everything down first, then join: a worker of one pool may be
   ** waiting on a future of another. */
   for (size_t i = 0; i < ctx->nowned; i++)
@@ -168,7 +256,7 @@ void lf_ctx_open(lua_State *L) {
     return;
   }
   lua_pop(L, 1);
-  lf_ctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 1);
+  lf_ctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 2);
   memset(ctx, 0, sizeof *ctx);
   if (luaL_newmetatable(L, CTX_MT)) {
     lua_pushcfunction(L, ctx_gc);

@@ -5,7 +5,8 @@
 **
 ** Threads: only the thread that owns the state touches its context. The
 ** inbox inside is shared with the threads that complete futures (see
-** lf_future.h).
+** lf_future.h), and so is its wake-up descriptor (futures.pollfd), which
+** completing threads write and this state's thread drains.
 **
 ** Ownership: the context is a full userdata in the registry, so lua_close
 ** finalizes it. It is created inside luaopen, after package.loadlib
@@ -13,7 +14,8 @@
 ** module is unloaded: no worker thread runs the module's code afterwards.
 ** Its finalizer shuts down and joins the executors it owns, delivers the
 ** callbacks that are due (so none is lost at the end of a script), then
-** drops the state's inbox reference and the owner references.
+** drops the state's inbox reference (closing the inbox's descriptor) and
+** the owner references. The pending hook is not called from then on.
 */
 #ifndef LF_CONTEXT_H
 #define LF_CONTEXT_H
@@ -30,6 +32,10 @@ typedef struct lf_ctx {
   lua_State *helper;           /* a state that runs tasks on this state's
                                   thread (lf_thread_pool.c): its callbacks
                                   are delivered with this state's */
+  int closing;                 /* the finalizer runs */
+  long npending;               /* futures whose callbacks wait here */
+  int hooked;                  /* a pending hook is set */
+  int told;                    /* what the hook was told last: busy or not */
 } lf_ctx;
 
 /* Create the context of L if it has none (luaopen). [-0,+0,m] */
@@ -65,6 +71,31 @@ void lf_call_callback(lua_State *L);
 void lf_ctx_set_helper(lua_State *L, lua_State *H);
 
 /* Does this state wait for callbacks of futures not yet done? */
+/* Unregister every fn (at fidx, compared with rawequal) added on f in this
+** state; returns how many went. With none left, f no longer counts as
+** pending and its completion no longer reaches this state. [-0,+0,-] */
+int lf_remove_callback(lua_State *L, lf_future *f, int fidx);
+
+/* What futures.poll() does: lf_run_callbacks, then, the inbox being empty,
+** the wake-up taken out of this state's descriptor (if it has one), so that
+** it is readable again only when more is due. [-0,+0,m] */
+int lf_poll(lua_State *L);
+
+/* Does this state wait for callbacks of futures not yet done (or done but
+** not yet delivered)? ctx->npending says for how many futures. */
 int lf_has_pending_callbacks(lua_State *L);
+
+/* The pending hook (the value at idx, a function, or nil for none) is
+** called as hook(busy) with busy = lf_has_pending_callbacks(L) > 0 once
+** when set, then each time that changes: when a callback is added to a
+** future that had none here, when the last waiting ones have run or were
+** removed (at the end of lf_run_callbacks, not in its middle). An event
+** loop adapter keeps its loop alive while busy. An error in the hook is
+** reported on stderr. [-0,+0,m] */
+void lf_set_pending_hook(lua_State *L, int idx);
+
+/* This state's wake-up descriptor (lf_inbox_pollfd), made on the first
+** call; raises when none can be made. [-0,+0,v] */
+int lf_pollfd(lua_State *L);
 
 #endif

@@ -1,6 +1,7 @@
 /*
 ** lf_core_lua.c — the functions of futures.core that belong to no object:
-** cpu_count, monotonic, sleep, poll, and the error classes.
+** cpu_count, monotonic, sleep, poll, pollfd, the event loop adapters'
+** hooks (_pending, _watch_pending, _spin), and the error classes.
 **
 ** Threads: the thread that owns the calling state.
 ** Ownership: nothing outside the state.
@@ -47,7 +48,7 @@ static int core_sleep(lua_State *L) {
 }
 
 static int core_poll(lua_State *L) {
-  lua_pushinteger(L, lf_run_callbacks(L));
+  lua_pushinteger(L, lf_poll(L));
   return 1;
 }
 
@@ -67,11 +68,61 @@ void *lf_check_handle(lua_State *L, int idx, const char *tname,
   return *ud;
 }
 
+/* pollfd() -> the descriptor a loop watches: readable while this state has
+** callbacks to deliver; poll() delivers them and drains it. */
+static int core_pollfd(lua_State *L) {
+  lua_pushinteger(L, lf_pollfd(L));
+  return 1;
+}
+
+/* _pending() -> busy, n: whether callbacks wait in this state for futures
+** (n of them), which keeps a luv loop alive. */
+static int core_pending(lua_State *L) {
+  lf_ctx *ctx = lf_testctx(L);
+  long n = ctx != NULL ? ctx->npending : 0;
+  lua_pushboolean(L, n > 0);
+  lua_pushinteger(L, n);
+  return 2;
+}
+
+/* _spin(seconds) -> whether callbacks became due within that time, spun
+** for without a system call: an event loop's last look before it sleeps,
+** as result() spins before it blocks (LF_SPIN_WAITER). */
+static int core_spin(lua_State *L) {
+  lua_Number secs = luaL_checknumber(L, 1);
+  lf_ctx *ctx = lf_testctx(L);
+  int due = 0;
+  if (ctx != NULL && ctx->inbox != NULL) {
+    atomic_int *pending = &ctx->inbox->pending;
+    double until = lf_now() + secs;
+    for (unsigned i = 1;; i++) {
+      if (atomic_load_explicit(pending, memory_order_acquire) > 0) { due = 1; break; }
+      if ((i & 63) == 0 && lf_now() >= until) break;
+      lf_cpu_relax();
+    }
+  }
+  lua_pushboolean(L, due);
+  return 1;
+}
+
+/* _watch_pending(fn | nil): fn(busy) now and whenever _pending() changes
+** (see lf_set_pending_hook). */
+static int core_watch_pending(lua_State *L) {
+  if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lf_set_pending_hook(L, 1);
+  return 0;
+}
+
 static const luaL_Reg core_funcs[] = {
   {"cpu_count", core_cpu_count},
   {"monotonic", core_monotonic},
   {"sleep", core_sleep},
   {"poll", core_poll},
+  {"pollfd", core_pollfd},
+  {"_pending", core_pending},
+  {"_watch_pending", core_watch_pending},
+  {"_spin", core_spin},
   {NULL, NULL}
 };
 

@@ -5,18 +5,30 @@
 **
 ** Threads: any thread. f->mu guards the future's state, result, waiter and
 ** inbox lists; w->mu guards a waiter's completed list; ib->mu guards an
-** inbox's queue. Lock order: a future's mutex first, then one waiter's or
-** one inbox's; no other nesting. A completion notifies under the future's
-** lock, so once lf_waiter_detach has unlinked a waiter no completion can
-** reach it any more, and the waiter may be freed.
+** inbox's queue and its wake-up descriptor. Lock order: a future's mutex
+** first, then one waiter's or one inbox's; no other nesting. A completion
+** notifies under the future's lock, so once lf_waiter_detach has unlinked a
+** waiter no completion can reach it any more, and the waiter may be freed.
+** The descriptor of futures.pollfd is written by the completing thread and
+** drained by the inbox's state, each under ib->mu (see lf_future.h).
 **
 ** Ownership: see lf_future.h. A waiter does not retain the futures it is
 ** attached to: the caller keeps them alive (they are referenced by Lua
 ** values or by the caller) until it detaches.
 */
+#include <fcntl.h>
+#include <stdint.h>
+#include <unistd.h>
+#if defined(__linux__) && !defined(LF_POLLFD_PIPE)
+#define LF_HAVE_EVENTFD 1
+#include <sys/eventfd.h>
+#endif
+
 #include "lf_common.h"
 #include "lf_future.h"
 #include "lf_spin.h"
+
+static void inbox_signal_locked(lf_inbox *ib);
 
 lf_future *lf_future_new(void) {
   lf_future *f = calloc(1, sizeof *f);
@@ -140,6 +152,7 @@ static void notify_locked(lf_future *f) {
       if (ib->tail) ib->tail->next = n; else ib->head = n;
       ib->tail = n;
       atomic_fetch_add_explicit(&ib->pending, 1, memory_order_release);
+      inbox_signal_locked(ib);
       lf_unlock(&ib->mu);
     }
     n = next;
@@ -305,7 +318,79 @@ lf_inbox *lf_inbox_new(void) {
   LF_CHECK(pthread_mutex_init(&ib->mu, NULL));
   atomic_init(&ib->refs, 1);
   atomic_init(&ib->pending, 0);
+  ib->fd = ib->wfd = -1;
   return ib;
+}
+
+/* Something was queued: make the descriptor readable. At most one wake-up
+** is ever in it (signalled), so the non-blocking write finds room: an
+** eventfd's counter or a pipe's buffer is far from full. */
+static void inbox_signal_locked(lf_inbox *ib) {
+  if (ib->wfd < 0 || ib->signalled) return;
+  ib->signalled = 1;
+  uint64_t one = 1;   /* an eventfd takes 8 bytes; a pipe takes the first */
+  size_t len = ib->wfd == ib->fd ? sizeof one : 1;
+  while (write(ib->wfd, &one, len) < 0 && errno == EINTR) {}
+}
+
+/* The queue is empty: take the wake-up out of the descriptor. */
+static void inbox_drain_locked(lf_inbox *ib) {
+  if (!ib->signalled || ib->head != NULL) return;
+  ib->signalled = 0;
+  uint64_t buf[8];
+  ssize_t r;
+  do r = read(ib->fd, buf, ib->wfd == ib->fd ? sizeof buf[0] : sizeof buf);
+  while (r < 0 && errno == EINTR);
+}
+
+/* A non-blocking, close-on-exec pair of descriptors: an eventfd (both ends
+** in one) where there is one, else a pipe (-DLF_POLLFD_PIPE forces the
+** pipe, to test that path). 0, or -1 with errno. */
+static int make_wakeup(int *rfd, int *wfd) {
+#if defined(LF_HAVE_EVENTFD)
+  int e = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (e >= 0) { *rfd = *wfd = e; return 0; }
+  /* No eventfd (an old kernel, a sandbox that forbids it): a pipe. */
+#endif
+  int p[2];
+  if (pipe(p) != 0) return -1;
+  for (int i = 0; i < 2; i++) {
+    if (fcntl(p[i], F_SETFD, FD_CLOEXEC) != 0 ||
+        fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK) != 0) {
+      int err = errno;
+      close(p[0]);
+      close(p[1]);
+      errno = err;
+      return -1;
+    }
+  }
+  *rfd = p[0];
+  *wfd = p[1];
+  return 0;
+}
+
+void lf_inbox_drain(lf_inbox *ib) {
+  lf_lock(&ib->mu);
+  inbox_drain_locked(ib);
+  lf_unlock(&ib->mu);
+}
+
+int lf_inbox_pollfd(lf_inbox *ib) {
+  /* Only this state's thread makes the descriptor: no second one can
+  ** appear between this check and the publication below. */
+  lf_lock(&ib->mu);
+  int fd = ib->fd;
+  lf_unlock(&ib->mu);
+  if (fd >= 0) return fd;
+  int rfd, wfd;
+  if (make_wakeup(&rfd, &wfd) != 0) return -1;
+  lf_lock(&ib->mu);
+  ib->fd = rfd;
+  ib->wfd = wfd;
+  /* Completions that came before: readable now, as level semantics say. */
+  if (ib->head != NULL) inbox_signal_locked(ib);
+  lf_unlock(&ib->mu);
+  return rfd;
 }
 
 void lf_inbox_release(lf_inbox *ib) {
@@ -327,7 +412,13 @@ void lf_inbox_close(lf_inbox *ib) {
   ib->closed = 1;
   lf_inboxnode *n = ib->head;
   ib->head = ib->tail = NULL;
+  /* Taken out under the lock: no completion writes to them afterwards. */
+  int fd = ib->fd, wfd = ib->wfd;
+  ib->fd = ib->wfd = -1;
+  ib->signalled = 0;
   lf_unlock(&ib->mu);
+  if (fd >= 0) close(fd);
+  if (wfd >= 0 && wfd != fd) close(wfd);
   while (n != NULL) {   /* queued nodes each hold a reference to ib */
     lf_inboxnode *next = n->next;
     lf_future_release(n->future);
@@ -356,7 +447,25 @@ int lf_inbox_watch(lf_inbox *ib, lf_future *f) {
   return 1;
 }
 
+void lf_inbox_unwatch(lf_inbox *ib, lf_future *f) {
+  lf_inboxnode *found = NULL;
+  lf_lock(&f->mu);
+  for (lf_inboxnode **p = &f->inboxes; *p != NULL; p = &(*p)->next) {
+    if ((*p)->inbox == ib) {
+      found = *p;
+      *p = found->next;
+      break;
+    }
+  }
+  lf_unlock(&f->mu);
+  if (found == NULL) return;
+  free(found);
+  lf_inbox_release(ib);   /* the registration's; the state holds one */
+}
+
 lf_future *lf_inbox_pop(lf_inbox *ib) {
+  /* Empty is read without the lock: a push that this misses has left the
+  ** descriptor readable, so a loop comes back for it. */
   if (atomic_load_explicit(&ib->pending, memory_order_acquire) == 0)
     return NULL;
   lf_lock(&ib->mu);

@@ -7,7 +7,10 @@
 ** Threads: every function may be called from any thread. A future's mutex
 ** guards its state, result, waiter list and inbox list. A waiter's mutex
 ** guards its completed list. Lock order: future, then waiter or inbox;
-** never two futures at once.
+** never two futures at once. The completing thread writes an inbox's
+** wake-up descriptor under the inbox's mutex (a non-blocking write of an
+** eventfd or pipe that holds at most one wake-up, so it never waits), and
+** the state's thread drains it under that mutex too.
 **
 ** Ownership: lf_future_new returns a future with one reference. Each Lua
 ** userdata, each encoded buffer that mentions it, the executor's queue and
@@ -15,7 +18,8 @@
 ** frees it and its buffers. A waiter belongs to the thread that waits (often
 ** on its stack); it must be detached (lf_waiter_detach) before it is freed.
 ** An inbox is reference-counted: its state holds one, and every future it is
-** registered with holds one until it completes.
+** registered with holds one until it completes. The inbox owns its wake-up
+** descriptor; lf_inbox_close (its state closing) closes it.
 */
 #ifndef LF_FUTURE_H
 #define LF_FUTURE_H
@@ -55,12 +59,27 @@ struct lf_waiter {
 };
 
 /* The callbacks inbox of one lua_State: completed futures that have
-** callbacks to run in that state. */
+** callbacks to run in that state.
+**
+** Its wake-up descriptor (futures.pollfd) does not exist until the state
+** asks for it (fd == -1): until then a completion costs no system call.
+** Once it exists it is readable whenever the queue is not empty: a push
+** writes it unless a wake-up is in it already (signalled), and only
+** lf_inbox_drain, on an empty queue, takes that wake-up out; both happen
+** under mu, so no completion slips between a drain and the emptiness it
+** stands for (no lost wake-up). Other pops leave the wake-up in: a burst
+** of completions delivered by result() or submit() costs one write, and
+** the loop's next poll finds the queue empty and drains it. */
 struct lf_inbox {
-  pthread_mutex_t mu;      /* guards head, tail, closed */
+  pthread_mutex_t mu;      /* guards head, tail, closed, fd, wfd, signalled */
   atomic_int refs;
   atomic_int pending;      /* a cheap "anything there?" for entry points */
   int closed;              /* its state is gone: drop what arrives */
+  int fd;                  /* what a loop watches: an eventfd, or the read
+                              end of a pipe; -1 until lf_inbox_pollfd */
+  int wfd;                 /* where a completion writes: fd itself, or the
+                              pipe's write end */
+  int signalled;           /* a write is in the descriptor, not drained */
   struct lf_inboxnode *head, *tail;
 };
 
@@ -168,7 +187,19 @@ void lf_inbox_close(lf_inbox *ib);        /* its state is closing */
 ** registered, 0 if f is already done (run the callbacks now), -1 on out
 ** of memory. */
 int lf_inbox_watch(lf_inbox *ib, lf_future *f);
+/* Undo lf_inbox_watch: f will not be queued in ib when it completes
+** (nothing happens if it was not registered, or is queued already). */
+void lf_inbox_unwatch(lf_inbox *ib, lf_future *f);
 /* Takes the next completed future (the caller owns the reference), or NULL. */
 lf_future *lf_inbox_pop(lf_inbox *ib);
+/* Takes the wake-up out of the descriptor if the queue is empty (what a
+** loop's poll does after delivering), so that it is readable again only
+** when more arrives. */
+void lf_inbox_drain(lf_inbox *ib);
+/* The wake-up descriptor of ib, made on the first call (an eventfd, or a
+** pipe where there is none), readable at once if the queue is not empty.
+** Only the thread of ib's state calls it. Returns -1 with errno set when no
+** descriptor can be made; lf_inbox_close closes it. */
+int lf_inbox_pollfd(lf_inbox *ib);
 
 #endif

@@ -34,9 +34,12 @@ static const char *const STATE_NAMES[] = {
 
 static void kind_retain(void *obj) { lf_future_retain(obj); }
 static void kind_release(void *obj) { lf_future_release(obj); }
+/* The userdata first, the reference after: a userdata that cannot be
+** made (out of memory) raises before any reference is taken. */
 static void kind_push(lua_State *L, void *obj) {
+  lf_push_future(L, NULL);
   lf_future_retain(obj);
-  lf_push_future(L, obj);
+  *(lf_future **)lua_touserdata(L, -1) = obj;
 }
 
 static const lf_handle_kind future_kind = {
@@ -281,6 +284,16 @@ static int future_add_done_callback(lua_State *L) {
   return 0;
 }
 
+/* f:_remove_done_callback(fn) -> how many registrations of fn went: for
+** an event loop adapter whose wait ended another way (a timeout, another
+** future), so that f no longer keeps its loop alive. */
+static int future_remove_done_callback(lua_State *L) {
+  lf_future *f = lf_check_future(L, 1);
+  luaL_checkany(L, 2);
+  lua_pushinteger(L, lf_remove_callback(L, f, 2));
+  return 1;
+}
+
 static int future_set_running(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   int rc = lf_future_set_running(f);
@@ -348,6 +361,7 @@ static const luaL_Reg future_methods[] = {
   {"set_result", future_set_result},
   {"set_exception", future_set_exception},
   {"_outcome", future_outcome},
+  {"_remove_done_callback", future_remove_done_callback},
   {NULL, NULL}
 };
 

@@ -15,7 +15,10 @@
 **                            socket: what a buggy C module could do)
 **   malloc_trim()            give free memory back to the system, so that
 **                            the resident size measures what is in use
-** docs/codec.md documents them.
+**   readable(fd [, seconds])  whether fd is readable, waiting at most that
+**                            long (poll(2)): futures.pollfd's level
+**                            semantics, seen from outside any loop
+** docs/codec.md documents the codec ones.
 **
 ** Threads: every function runs on the thread that owns the calling state.
 ** The test handle's reference count is atomic, since a real handle's
@@ -29,7 +32,9 @@
 ** closes it.
 */
 #include <dlfcn.h>
+#include <errno.h>
 #include <malloc.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,9 +286,22 @@ static int trim(lua_State *L) {
   return 0;
 }
 
+static int readable(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  lua_Number secs = luaL_optnumber(L, 2, 0);
+  struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
+  int rc;
+  do rc = poll(&p, 1, (int)(secs * 1000));
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) return luaL_error(L, "poll: %s", strerror(errno));
+  lua_pushboolean(L, rc > 0 && (p.revents & POLLIN));
+  return 1;
+}
+
 static const luaL_Reg test_funcs[] = {
   {"malloc_trim", trim},
   {"write_fd", write_fd},
+  {"readable", readable},
   {"codec_handle", codec_handle},
   {"codec_local", codec_local},
   {"codec_call", codec_call},

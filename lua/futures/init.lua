@@ -11,6 +11,7 @@ futures.cpu_count = core.cpu_count
 futures.sleep = core.sleep
 futures.monotonic = core.monotonic
 futures.poll = core.poll
+futures.pollfd = core.pollfd
 futures.Future = core.Future
 futures.serialize = core.serialize
 futures.serialize_with = core.serialize_with

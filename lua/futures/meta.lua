@@ -260,6 +260,13 @@ function futures.monotonic() end
 ---@return integer
 function futures.poll() end
 
+---A file descriptor of this state for any event loop to watch: readable
+---exactly while callbacks are due here (futures completed, callbacks not yet
+---run); `futures.poll()` runs them and drains it. The same descriptor each
+---call; closed with the state. Never read, write or close it yourself.
+---@return integer
+function futures.pollfd() end
+
 ---Encodes values with the transfer codec into a string (as they would
 ---travel to a worker).
 ---@param ... any

@@ -39,6 +39,7 @@ void lf_executor_init(lf_executor *ex, const lf_executor_ops *ops,
   ex->opts.in_process = ops->in_process;
   if (cfg->max_depth > 0) ex->opts.max_depth = cfg->max_depth;
   ex->opts.functions = ops->in_process || cfg->return_functions;
+  ex->task_timeout = cfg->task_timeout;
 }
 
 void lf_executor_retain(lf_executor *ex) {

@@ -247,6 +247,16 @@ static int future_exception(lua_State *L) {
   return 2;
 }
 
+/* f:interrupt() -> whether the future will end cancelled: cancel() for a
+** pending one, a stop of its task for a running one. */
+static int future_interrupt(lua_State *L) {
+  lf_future *f = lf_check_future(L, 1);
+  int ok = lf_future_interrupt(f, LF_STOP_CANCEL);
+  lf_run_callbacks(L);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
 static int future_cancel(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   int ok = lf_future_cancel(f);
@@ -352,6 +362,7 @@ static const luaL_Reg future_methods[] = {
   {"result", future_result},
   {"exception", future_exception},
   {"cancel", future_cancel},
+  {"interrupt", future_interrupt},
   {"cancelled", future_cancelled},
   {"running", future_running},
   {"done", future_done},

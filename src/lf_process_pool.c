@@ -83,6 +83,11 @@ typedef struct lf_proc {
   unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
   const char *why;           /* why the host killed it, or NULL */
   int dead_socket;           /* a write failed: it is to be killed */
+  double deadline;           /* the task's run limit ends (0: none) */
+  double kill_at;            /* stopped, it must be done by then (0: not) */
+  struct lf_ppool *pool;     /* the slot's pool (for the runner) */
+  /* Set by any thread under the task's mutex (see stop_in_process): */
+  _Atomic(lf_future *) stop_task;
   /* The reader's alone: */
   int eof, killed;
   double eof_at;
@@ -105,6 +110,8 @@ typedef struct lf_ppool {
   int nidle;                 /* slots IDLE */
   int shutdown;
   int spawn_blocked;         /* a start failed: retry once a worker exits */
+  int kill_sig;              /* kill_workers: the signal to send, or 0 */
+  char *pending_break;       /* kill_workers: why the reader breaks it */
   int startup_failures;      /* workers in a row that died before READY */
   int reader;                /* R_* */
   int woken;                 /* a wake-up is in efd, not yet read */
@@ -114,6 +121,7 @@ typedef struct lf_ppool {
   /* Read-only once the pool exists: */
   int max_workers;
   long max_tasks;            /* per child; 0 for no limit */
+  double grace;              /* seconds a stopped task has before a kill */
   lf_proc *procs;            /* [max_workers] */
   char *exe;                 /* the interpreter, for argv[0] and messages */
   char *spawn_path;          /* what is executed (/proc/self/exe or exe) */
@@ -241,10 +249,27 @@ static void push_iov(lf_proc *w, void *base, size_t len) {
 ** which stays there until f completes: f completes only once the whole
 ** frame is written (a result that comes earlier is a protocol error), or
 ** goes back to the pool when its worker dies, to be written again. */
+/* The runner of a task sent to a worker process: the reader signals the
+** worker (only the reader signals pids, see the file head), so this only
+** names the task and wakes the reader. Called under the task's mutex. */
+static void stop_in_process(void *arg, lf_future *f) {
+  lf_proc *w = arg;
+  atomic_store(&w->stop_task, f);
+  uint64_t one = 1;
+  ssize_t n = write(w->pool->efd, &one, sizeof one);
+  (void)n;   /* EAGAIN: the counter is non-zero already, the reader wakes */
+}
+
+static const lf_runner process_runner = { stop_in_process };
+
 static void send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
   w->task = f;   /* the queue's reference moves here */
   w->state = W_BUSY;
   p->nidle--;
+  w->deadline = f->run_limit > 0 ? lf_now() + f->run_limit : 0;
+  w->kill_at = 0;
+  if (w->deadline > 0) wake_locked(p);   /* the reader's poll must end then */
+  lf_future_run_by(f, &process_runner, w);
   lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
                 f->call.len);
   push_iov(w, w->htask, LF_PROC_HDR);
@@ -320,15 +345,37 @@ static int pp_submit(lf_executor *ex, lf_future *f) {
   return LF_SUBMIT_OK;
 }
 
-static void pp_shutdown(lf_executor *ex, int cancel) {
+static void pp_shutdown(lf_executor *ex, int how) {
   lf_ppool *p = (lf_ppool *)ex;
   lf_future *q = NULL;
   lf_lock(&p->mu);
   p->shutdown = 1;
-  if (cancel) q = lf_queue_take(&p->queue);
+  if (how & (LF_SHUTDOWN_CANCEL | LF_SHUTDOWN_INTERRUPT))
+    q = lf_queue_take(&p->queue);
+  if (how & LF_SHUTDOWN_INTERRUPT)
+    for (int i = 0; i < p->max_workers; i++)
+      if (p->procs[i].task != NULL)
+        lf_future_interrupt(p->procs[i].task, LF_STOP_CANCEL);
   wake_locked(p);
   lf_unlock(&p->mu);
   lf_future_cancel_queue(q);
+}
+
+/* terminate_workers / kill_workers: the pool is broken (queued tasks fail)
+** and shut down; the reader sends `sig` to every worker. */
+static void pp_kill_workers(lf_executor *ex, int sig) {
+  lf_ppool *p = (lf_ppool *)ex;
+  lf_lock(&p->mu);
+  p->shutdown = 1;
+  p->kill_sig = sig;
+  if (p->reader == R_RUNNING) {
+    char why[96];
+    snprintf(why, sizeof why, "the pool's workers were sent signal %d (SIG%s)",
+             sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+    p->pending_break = strdup(why);   /* the reader breaks the pool */
+    wake_locked(p);
+  }
+  lf_unlock(&p->mu);
 }
 
 static int pp_join(lf_executor *ex, double until) {
@@ -367,6 +414,7 @@ static void pp_destroy(lf_executor *ex) {
   free(p->exe);
   free(p->spawn_path);
   lf_executor_free_broken(&p->base);
+  free(p->pending_break);
   if (p->efd >= 0) close(p->efd);
   LF_CHECK(pthread_mutex_destroy(&p->mu));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));
@@ -375,7 +423,8 @@ static void pp_destroy(lf_executor *ex) {
 
 static const lf_executor_ops pp_ops = {
   "ProcessPoolExecutor", "BrokenProcessPool", 0,
-  pp_submit, pp_shutdown, pp_join, NULL, pp_describe, pp_destroy,
+  pp_submit, pp_shutdown, pp_join, NULL, pp_kill_workers, pp_describe,
+  pp_destroy,
 };
 
 /* ---- the reader: starting workers ---- */
@@ -408,15 +457,17 @@ static int spawn_worker(lf_ppool *p, lf_proc *w) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
   posix_spawn_file_actions_addclosefrom_np(&fa, LF_PROC_FD + 1);
 #endif
-  /* The reader blocks every signal; the worker starts with none blocked
-  ** and default actions (a host that ignores SIGINT or SIGPIPE does not
-  ** pass that on). */
-  sigset_t none, all;
-  sigemptyset(&none);
+  /* The reader blocks every signal; the worker starts with default actions
+  ** (a host that ignores SIGINT or SIGPIPE does not pass that on) and only
+  ** the stop signal blocked, until it has a handler for it: its default
+  ** action would end the process. */
+  sigset_t stop_only, all;
+  sigemptyset(&stop_only);
+  sigaddset(&stop_only, LF_STOP_SIGNAL);
   sigfillset(&all);
   sigdelset(&all, SIGKILL);
   sigdelset(&all, SIGSTOP);
-  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigmask(&attr, &stop_only);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
                                   POSIX_SPAWN_SETSIGDEF);
@@ -459,6 +510,7 @@ static void spawn_locked(lf_ppool *p, int n) {
     memset(w, 0, sizeof *w);
     w->state = W_SPAWNING;
     w->fd = w->pidfd = -1;
+    w->pool = p;
     p->nprocs++;
     slots[k++] = w;
   }
@@ -500,6 +552,21 @@ static void kill_worker(lf_proc *w, const char *why) {
     w->killed = 1;
     kill(w->pid, SIGKILL);   /* not reaped yet: the pid is still ours */
   }
+}
+
+/* Complete the task f of a worker with its outcome; a task stopped for its
+** run limit ends as a TimeoutError naming it, whatever the worker sent
+** (lf_future_finish makes an interrupted one CANCELLED). */
+static void finish_task(lf_ppool *p, lf_future *f, lf_buf *outcome,
+                        int failed) {
+  if (atomic_load(&f->stop) == LF_STOP_TIMEOUT) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the task ran longer than its limit of %.14g "
+             "seconds", f->run_limit);
+    lf_future_fail(f, "TimeoutError", msg, &p->base.opts, &p->scratch);
+    return;
+  }
+  lf_future_finish(f, outcome, failed);
 }
 
 /* Handle one whole frame from w; takes *payload when it keeps it. */
@@ -548,7 +615,7 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
         dispatch_locked(p);   /* the next task first: the worker waits */
         wind_down_locked(p);
       }
-      lf_future_finish(f, payload, (int)fr->flag);
+      finish_task(p, f, payload, (int)fr->flag);
       lf_future_release(f);
       break;
     }
@@ -675,8 +742,9 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   else
     snprintf(msg, sizeof msg, "worker process %d died: %s", (int)w->pid, how);
   /* A task that it never had whole, or had before it was ready, did not
-  ** run: it goes again. */
-  if (w->task != NULL && (w->iov_first < w->iov_n || !w->ready))
+  ** run: it goes again, unless it was being stopped. */
+  if (w->task != NULL && (w->iov_first < w->iov_n || !w->ready) &&
+      atomic_load(&w->task->stop) == LF_STOP_NONE)
     take_back_task_locked(p, w);
   if (!w->ready && p->base.broken == NULL &&
       ++p->startup_failures >= STARTUP_TRIES) {
@@ -688,8 +756,13 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
     break_locked(p, why);
   }
   if (w->task != NULL) {
-    fail_future(p, w->task, w->ready || p->base.broken == NULL
-                                ? msg : p->base.broken);
+    if (atomic_load(&w->task->stop) != LF_STOP_NONE) {
+      lf_buf none = LF_BUF_INIT;   /* killed while stopping: as asked */
+      finish_task(p, w->task, &none, 1);
+    } else {
+      fail_future(p, w->task, w->ready || p->base.broken == NULL
+                                  ? msg : p->base.broken);
+    }
     lf_future_release(w->task);
     w->task = NULL;
   }
@@ -726,11 +799,64 @@ static void try_reap(lf_ppool *p, lf_proc *w) {
   }
 }
 
+/* Stopping tasks (reader, pool->mu held): a run limit that passed asks for
+** a stop; a stop asked for is a signal to the worker carrying the task's id
+** (lf_proto.h: the worker ignores one for another task); a worker that has
+** not stopped within the grace period is killed. Lowers *timeout (ms, -1:
+** none) to the next of these moments. */
+static void tend_stops_locked(lf_ppool *p, int *timeout) {
+  double now = lf_now(), next = 0;
+  for (int i = 0; i < p->max_workers; i++) {
+    lf_proc *w = &p->procs[i];
+    lf_future *f = w->state == W_BUSY ? w->task : NULL;
+    if (f == NULL) {
+      atomic_store(&w->stop_task, NULL);   /* for a task gone already */
+      continue;
+    }
+    if (w->deadline > 0 && now >= w->deadline) {
+      w->deadline = 0;
+      lf_future_interrupt(f, LF_STOP_TIMEOUT);   /* names f in stop_task */
+    }
+    if (atomic_exchange(&w->stop_task, NULL) == f && w->kill_at == 0) {
+      union sigval v;
+      v.sival_int = (int)w->seq;
+      sigqueue(w->pid, LF_STOP_SIGNAL, v);   /* not reaped: still ours */
+      w->kill_at = now + p->grace;
+    }
+    if (w->kill_at > 0 && now >= w->kill_at)
+      kill_worker(w, "it did not stop its task within the grace period");
+    double t = w->deadline;
+    if (w->kill_at > now && (t == 0 || w->kill_at < t)) t = w->kill_at;
+    if (t > 0 && (next == 0 || t < next)) next = t;
+  }
+  if (next > 0) {
+    int ms = (int)((next - now) * 1000) + 1;
+    if (*timeout < 0 || ms < *timeout) *timeout = ms;
+  }
+}
+
+/* kill_workers (reader, pool->mu held): break the pool, then send the
+** signal to every worker. */
+static void tend_kill_locked(lf_ppool *p) {
+  if (p->pending_break != NULL) {
+    break_locked(p, p->pending_break);
+    free(p->pending_break);
+    p->pending_break = NULL;
+  }
+  if (p->kill_sig == 0) return;
+  for (int i = 0; i < p->max_workers; i++) {
+    lf_proc *w = &p->procs[i];
+    if (w->state != W_FREE && w->state != W_SPAWNING) kill(w->pid, p->kill_sig);
+  }
+  p->kill_sig = 0;
+}
+
 static void *reader_main(void *arg) {
   lf_ppool *p = arg;
   pthread_setname_np(pthread_self(), "lf-procpool");
   lf_lock(&p->mu);
   for (;;) {
+    tend_kill_locked(p);
     /* Tasks taken back from a worker after the pool broke go nowhere. */
     if (p->base.broken != NULL) fail_retries_locked(p);
     dispatch_locked(p);
@@ -765,6 +891,7 @@ static void *reader_main(void *arg) {
         timeout = 10;
       }
     }
+    tend_stops_locked(p, &timeout);
     lf_unlock(&p->mu);
     int rc = poll(p->pfds, (nfds_t)n, timeout);
     if (rc < 0 && errno == ENOMEM) {   /* the kernel's, for a moment */
@@ -878,6 +1005,7 @@ lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
   if (cfg->init != NULL) lf_buf_free(cfg->init);
   for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
   lf_executor_init(&p->base, &pp_ops, cfg);
+  p->grace = cfg->grace > 0 ? cfg->grace : LF_DEFAULT_GRACE;
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));
   lf_cond_init(&p->exit_cv);
   lf_queue_init(&p->queue);

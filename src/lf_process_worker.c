@@ -50,6 +50,46 @@
 static atomic_int busy;        /* a task or the initializer is running */
 static atomic_int host_gone;   /* the watchdog saw the host hang up */
 
+/* Stopping the task that runs (lf_proto.h, LF_STOP_SIGNAL): the handler
+** runs on the main thread (the watchdog blocks every signal) and only sets
+** the stop request and Lua's hook, which lua_sethook allows from a signal
+** handler (lua.c does the same for Ctrl-C). */
+static lua_State *task_state;      /* the worker's state, once it has one */
+static atomic_uint running_id;     /* the id of the task that runs, 0: none */
+static atomic_uint asked_id;       /* the id the last stop signal named */
+static atomic_int task_stop;       /* LF_STOP_*, for lf_stop_enter */
+
+/* Stop the task that runs if it is task `id`. */
+static void stop_if_running(unsigned id) {
+  if (id == 0 || id != atomic_load(&running_id) || task_state == NULL) return;
+  atomic_store(&task_stop, LF_STOP_CANCEL);
+  lf_stop_now(task_state);
+}
+
+/* A signal may come before its task starts (it is sent once the task is on
+** its way): the id is kept, and looked at again when a task starts. */
+static void on_stop_signal(int sig, siginfo_t *info, void *ctx) {
+  (void)sig;
+  (void)ctx;
+  unsigned id = (unsigned)info->si_value.sival_int;
+  atomic_store(&asked_id, id);
+  stop_if_running(id);
+}
+
+/* The pool starts us with the stop signal blocked: unblocked once handled. */
+static void catch_stop_signal(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_stop_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(LF_STOP_SIGNAL, &sa, NULL);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, LF_STOP_SIGNAL);
+  pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+}
+
 static void *watchdog_main(void *arg) {
   (void)arg;
   struct pollfd pfd = { LF_PROC_FD, POLLRDHUP, 0 };
@@ -332,13 +372,15 @@ int lf_process_worker_main(int argc, char **argv) {
   /* The same name in ps and /proc whichever path started us (the pool may
   ** run /proc/self/exe, or a copy named otherwise). */
   prctl(PR_SET_NAME, "lua-futures", 0, 0, 0);
-  start_watchdog();
+  start_watchdog();   /* blocks every signal in its own thread */
+  catch_stop_signal();
 
   lf_spin_site_init(&input_spin, LF_SPIN_WORKER_NS);
   lf_codec_opts opts = lf_codec_defaults;
   opts.in_process = 0;   /* shared handles cannot leave this process */
   rbuf rb = { NULL, 0, 0, 0, 0, 0, 0 };
   lua_State *L = start(&rb, &opts);
+  task_state = L;
   lf_task_heap heap = { 0, 0 };
   int status = 0;
   for (;;) {
@@ -354,8 +396,16 @@ int lf_process_worker_main(int argc, char **argv) {
     begin_busy();
     lf_buf out = LF_BUF_INIT;
     lf_task_begin(L, &heap);
+    atomic_store(&task_stop, LF_STOP_NONE);
+    lf_stop_enter(L, &task_stop, 0);   /* the host keeps the run limit */
+    atomic_store(&running_id, fr.id);
+    stop_if_running(atomic_load(&asked_id));
     int failed = lf_task_run(L, (lf_taskkind)fr.flag, payload,
                                (size_t)fr.len, &out, &opts);
+    atomic_store(&running_id, 0);
+    lf_stop_leave(L);
+    /* A run limit is the host's to enforce; the heap limit is ours. */
+    failed = lf_task_settle(L, failed, LF_STOP_NONE, 0, &out, &opts);
     if (check_size(L, &out, &opts) > 0) failed = 1;
     fflush(stdout);   /* what the task printed comes before its result */
     send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);

@@ -42,6 +42,7 @@
 #ifndef LF_PROTO_H
 #define LF_PROTO_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -52,6 +53,13 @@
 #define LF_PROC_HDR 16
 #define LF_PROC_FRAME_MAX ((uint64_t)1 << 36)   /* 64 GiB */
 #define LF_PROC_BIGCHUNK ((size_t)64 << 20)     /* allocate ahead at most */
+
+/* A running task is stopped (f:interrupt(), its run limit) with this
+** signal, sent with sigqueue: its value is the task's id, and a worker that
+** runs another task by then ignores it. A worker that has not answered
+** the task within the pool's grace period is killed. */
+#define LF_STOP_SIGNAL SIGUSR1
+#define LF_DEFAULT_GRACE 1.0    /* seconds */
 
 /* The settings of INIT, by position. */
 enum {

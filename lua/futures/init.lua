@@ -153,21 +153,49 @@ end
 
 local methods = core.executor_methods
 
---- ex:shutdown{ wait = true, cancel_futures = false } (or ex:shutdown(wait))
+--- ex:shutdown{ wait = true, cancel_futures = false, interrupt = false }
+--- (or ex:shutdown(wait)); interrupt stops the running tasks and cancels
+--- the queued ones.
 function methods:shutdown(opts)
   check_self(self, "shutdown")
-  local wait, cancel = true, false
+  local wait, cancel, interrupt = true, false, false
   if type(opts) ~= "table" and type(opts) ~= "boolean" and opts ~= nil then
     error(("bad argument #1 to 'shutdown' (table or boolean expected, got %s)"):format(type(opts)), 2)
   elseif type(opts) == "table" then
-    check_options(opts, { wait = true, cancel_futures = true }, "shutdown")
+    check_options(opts, { wait = true, cancel_futures = true, interrupt = true }, "shutdown")
     wait = opts.wait == nil or not not opts.wait
     cancel = not not opts.cancel_futures
+    interrupt = not not opts.interrupt
   elseif opts ~= nil then
     wait = not not opts
   end
-  local ok, err = pcall(self._shutdown, self, wait, cancel)
+  local ok, err = pcall(self._shutdown, self, wait, cancel or interrupt, interrupt)
   if not ok then reraise(err, 2, true) end
+end
+
+local SUBMIT_WITH_OPTIONS = { timeout = true }
+
+--- ex:submit_with({ timeout = seconds }, fn, ...) -> future: submit, the
+--- task interrupted with a TimeoutError once it has run that long.
+function methods:submit_with(opts, fn, ...)
+  check_self(self, "submit_with")
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'submit_with' (table of options expected, got %s)")
+      :format(type(opts)), 2)
+  end
+  check_options(opts, SUBMIT_WITH_OPTIONS, "submit_with")
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout <= 0) then
+    error(("bad argument to 'submit_with' (timeout must be a positive number of seconds, got %s)")
+      :format(show(timeout)), 2)
+  end
+  if not callable(fn) then
+    error(("bad argument #2 to 'submit_with' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  local ok, f, msg = pcall(self._submit_with, self, timeout or 0, fn, ...)
+  if not ok then reraise(f, 2, true) end
+  if f == nil then error(msg, 2) end
+  return f
 end
 
 -- The options of the pool constructors. Each check takes the value and
@@ -195,8 +223,23 @@ local function positive_integer(max)
   end
 end
 
+local function positive_number(v, fname, key)
+  if type(v) ~= "number" or v ~= v or v <= 0 then
+    bad_option(fname, "%s must be a positive number of seconds, got %s", key, show(v))
+  end
+  return v
+end
+
 local POOL_OPTIONS = {
   max_workers = positive_integer(4096),
+  task_timeout = positive_number,
+  max_memory = function(v, fname, key)
+    if math.type(v) ~= "integer" or v < 1 << 20 then
+      bad_option(fname, "%s must be an integer number of bytes, at least 1 MiB (1 << 20), got %s",
+        key, show(v))
+    end
+    return v
+  end,
   initializer = function(v, fname)
     if not callable(v) then bad_option(fname, "initializer must be a function, got %s", type(v)) end
     return v
@@ -208,12 +251,14 @@ local POOL_OPTIONS = {
   max_tasks_per_child = positive_integer(),
   worker = of_type("string"),
   return_functions = of_type("boolean"),
+  grace = positive_number,
 }
 
 local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true,
-  max_depth = true }
+  max_depth = true, task_timeout = true, max_memory = true }
 local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
-  max_tasks_per_child = true, worker = true, max_depth = true, return_functions = true }
+  max_tasks_per_child = true, worker = true, max_depth = true, return_functions = true,
+  task_timeout = true, max_memory = true, grace = true }
 
 -- Checks a constructor's argument (a table, a number for max_workers, or
 -- nil) and returns the table of options for the core.

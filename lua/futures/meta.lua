@@ -46,6 +46,8 @@
 ---@field initargs? any[]       # arguments of initializer (copied to each worker)
 ---@field name? string          # thread name prefix (shown by ps/top/gdb)
 ---@field max_depth? integer    # deepest nesting of arguments and results (1-1000, default 200)
+---@field task_timeout? number  # seconds each task may run; then TimeoutError
+---@field max_memory? integer   # bytes of Lua heap per worker state (at least 1 MiB)
 
 ---Options of `futures.ProcessPoolExecutor`. A number `n` stands for
 ---`{ max_workers = n }`.
@@ -56,6 +58,9 @@
 ---@field max_tasks_per_child? integer # replace a worker after this many tasks
 ---@field max_depth? integer # deepest nesting of arguments and results (1-1000, default 200)
 ---@field return_functions? boolean # results from workers may carry Lua functions (default false)
+---@field task_timeout? number     # seconds each task may run; then TimeoutError
+---@field max_memory? integer      # bytes of Lua heap per worker process (at least 1 MiB)
+---@field grace? number            # seconds a worker has to stop a task before it is killed (default 1)
 ---@field worker? string               # path of the worker interpreter (default: found next to the module, or LUA_FUTURES_WORKER)
 
 ---Options of `ex:map`, given as its last argument.
@@ -68,6 +73,11 @@
 ---@class futures.ShutdownOptions
 ---@field wait? boolean           # default true: return once every worker has exited
 ---@field cancel_futures? boolean # default false: cancel the futures not yet started
+---@field interrupt? boolean      # default false: also stop the running tasks (implies cancel_futures)
+
+---Options of `ex:submit_with`.
+---@class futures.SubmitOptions
+---@field timeout? number # seconds the task may run; then it is stopped and fails with TimeoutError
 
 ---Options of `futures.wait`.
 ---@class futures.WaitOptions
@@ -114,6 +124,11 @@ function Future:exception(timeout) end
 ---Cancels the future if it has not started running; true when it did.
 ---@return boolean
 function Future:cancel() end
+
+---Stops the task: a pending future is cancelled, a running task is stopped
+---and its future ends cancelled. True when the future will end cancelled.
+---@return boolean
+function Future:interrupt() end
 
 ---@return boolean
 function Future:cancelled() end
@@ -186,6 +201,18 @@ function Executor:map(fn, ...) end
 ---started. `ex:shutdown(false)` is `ex:shutdown{ wait = false }`.
 ---@param opts? futures.ShutdownOptions|boolean
 function Executor:shutdown(opts) end
+
+---Submits fn(...) with options of its own (a run limit).
+---@param opts futures.SubmitOptions
+---@param fn function
+---@return futures.Future
+function Executor:submit_with(opts, fn, ...) end
+
+---Process pools: SIGTERM to every worker; the pool is broken and shut down.
+function Executor:terminate_workers() end
+
+---Process pools: SIGKILL to every worker; the pool is broken and shut down.
+function Executor:kill_workers() end
 
 ---------------------------------------------------------------- module
 

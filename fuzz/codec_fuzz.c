@@ -44,7 +44,7 @@
 #include "lualib.h"
 
 #include "lf_codec.h"
-#include "lf_core.h"
+#include "lf_preload.h"   /* luaopen_futures_core */
 
 #define HDR 24      /* docs/codec.md: magic, version, flags, length, checksum */
 

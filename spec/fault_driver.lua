@@ -114,7 +114,7 @@ local function child(op_name, class, n, sticky)
         f = function(k) return shared[k] end }
       t.self = t
       local s = futures.serialize(t, "two", 3)
-      local u, two, three = futures.deserialize(s)
+      local u, two, three = futures.deserialize(s, { functions = true })
       assert(two == "two" and three == 3 and u.self == u and u.shared == u.again, "wrong copy")
       assert(u.f(2) == 2, "wrong function")
       local s2 = futures.serialize_with({ max_depth = 10 }, u)

@@ -59,6 +59,14 @@ static void tell_hook(lua_State *L, lf_ctx *ctx) {
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
+void lf_call_callback_now(lua_State *L) {
+  lf_ctx *ctx = lf_testctx(L);
+  int was = ctx != NULL && ctx->draining;
+  if (ctx != NULL) ctx->draining = 1;
+  lf_call_callback(L);
+  if (ctx != NULL) ctx->draining = was;
+}
+
 void lf_call_callback(lua_State *L) {
   if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
   lua_pushcfunction(L, report_callback_error);

@@ -54,7 +54,7 @@ void lf_executor_release(lf_executor *ex) {
 
 /* The reason of a pool broken while memory was too short to copy the real
 ** one. Never freed. */
-static char broken_no_memory[] = "the pool is broken (no memory to say why)";
+static char broken_no_memory[] = "the pool is broken (not enough memory to say why)";
 
 int lf_executor_mark_broken(lf_executor *ex, const char *why) {
   if (ex->broken != NULL) return 0;

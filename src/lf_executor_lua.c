@@ -33,20 +33,22 @@
 
 static void kind_retain(void *obj) { lf_executor_retain(obj); }
 static void kind_release(void *obj) { lf_executor_release(obj); }
+/* A new userdata for a handle, made before the reference is taken, so that
+** a memory error leaves none behind. */
 static void kind_push(lua_State *L, void *obj) {
+  lf_executor **ud = lf_executor_newud(L);
   lf_executor_retain(obj);
-  lf_push_executor(L, obj);
+  *ud = obj;
 }
 
 static const lf_handle_kind executor_kind = {
   LF_EXECUTOR_MT, kind_retain, kind_release, kind_push
 };
 
-/* Pushes a userdata for ex that owns the caller's reference. The Lua side
-** of the module (futures.map, shutdown...) is loaded in the state first
-** when it can be, so that a handle has the same methods in a worker as in
-** the state that made it. [-0,+1,m] */
-void lf_push_executor(lua_State *L, lf_executor *ex) {
+/* An empty Executor userdata. The Lua side of the module (map, shutdown...)
+** is loaded in the state first when it can be, so that a handle has the
+** same methods in a worker as in the state that made it. [-0,+1,m] */
+lf_executor **lf_executor_newud(lua_State *L) {
   lf_open_core(L);   /* a worker state may not have opened the module yet */
   luaL_getmetatable(L, LF_EXECUTOR_MT);
   lua_getfield(L, -1, "__index");
@@ -57,12 +59,6 @@ void lf_push_executor(lua_State *L, lf_executor *ex) {
     lua_pushliteral(L, "futures");
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
-  lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = ex;
-  luaL_setmetatable(L, LF_EXECUTOR_MT);
-}
-
-lf_executor **lf_executor_newud(lua_State *L) {
   lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, LF_EXECUTOR_MT);

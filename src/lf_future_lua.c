@@ -290,7 +290,7 @@ static int future_add_done_callback(lua_State *L) {
   if (lf_add_callback(L, 1, f, 2)) return 0;
   lua_pushvalue(L, 2);   /* already done: call it now */
   lua_pushvalue(L, 1);
-  lf_call_callback(L);
+  lf_call_callback_now(L);
   return 0;
 }
 

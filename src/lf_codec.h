@@ -34,12 +34,20 @@ typedef struct lf_codec_opts {
                          names of modules not yet loaded required (1); or
                          Lua functions refused and names resolved only
                          among the modules already loaded (0) */
+  int share;          /* encode with in_process 0: objects of export kinds
+                         travel by id toward a process pool's workers
+                         (LF_SHARE_DOWN) or back to the host (LF_SHARE_UP);
+                         LF_SHARE_NONE: an error like any shared handle */
+  const lf_buf *pins; /* decode: the buffer whose handle references are the
+                         objects its T_REMOTE ids name (one made in this
+                         process, or whose ids the pool checked); NULL: ids
+                         name what the host shared with this process */
 } lf_codec_opts;
 
 #define LF_CODEC_DEFAULT_DEPTH 200
 #define LF_CODEC_MAX_DEPTH 1000   /* the most max_depth may ask: C stack */
 #define LF_CODEC_MAX_VALUES 100000  /* values in one buffer, both ways */
-extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1} */
+extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1, 0, NULL} */
 
 /* Encode the n values at stack indices first .. first+n-1 of L into *out
 ** (which must be empty), with the header. `what` and `base` name the values

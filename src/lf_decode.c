@@ -397,6 +397,29 @@ static void dec_table(dec *d, size_t self, int keep, int hasmt) {
   d->depth--;
 }
 
+/* Pushes the shared object that T_REMOTE names: one of the pins when the
+** buffer has them (its ids are then only looked up there, so data from a
+** worker can name nothing the pool did not check), else what this
+** process's host shared with it under that id. [-0, +1, v] */
+LF_NOINLINE static void dec_remote(dec *d, unsigned wire, uint64_t id) {
+  lua_State *L = d->L;
+  const lf_buf *pins = d->o->pins;
+  if (pins != NULL) {
+    for (size_t i = 0; i < pins->nhandles; i++) {
+      const lf_buf_handle *h = &pins->handles[i];
+      const lf_export_kind *ek = h->kind ? lf_export_of(h->kind) : NULL;
+      if (ek != NULL && ek->wire == wire && ek->export_id(h->obj, 0) == id) {
+        h->kind->push(L, h->obj);
+        return;
+      }
+    }
+    dec_fail(d, "unknown shared object");
+  }
+  const lf_export_kind *ek = lf_export_by_wire(wire);
+  if (ek == NULL || ek->import == NULL || ek->import(L, id) != 0)
+    dec_fail(d, "shared object outside its process");
+}
+
 /* Decodes one value and pushes it. [-0, +1, v] */
 static void dec_value(dec *d) {
   lua_State *L = d->L;
@@ -405,7 +428,8 @@ static void dec_value(dec *d) {
   unsigned c = *d->p++;
   unsigned tag = c & T_MASK;
   int keep = (c & T_KEEP) != 0;
-  if (keep && tag != T_TABLE && tag != T_TABLE_MT && tag != T_LFUNC && tag != T_HANDLE)
+  if (keep && tag != T_TABLE && tag != T_TABLE_MT && tag != T_LFUNC &&
+      tag != T_HANDLE && tag != T_REMOTE)
     dec_fail(d, "bad tag");
   switch (tag) {
     case T_NIL: lua_pushnil(L); return;
@@ -462,6 +486,12 @@ static void dec_value(dec *d) {
       if (keep) dec_keep(d, self);
       return;
     }
+    case T_REMOTE:
+      need(d, 9);
+      dec_remote(d, d->p[0], rd64(d->p + 1));
+      d->p += 9;
+      if (keep) dec_keep(d, self);
+      return;
     default:
       dec_fail(d, "bad tag");
       return;

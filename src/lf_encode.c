@@ -7,8 +7,8 @@
 ** states never share encoder state.
 **
 ** Ownership: lf_encode writes into the caller's lf_buf, which then owns the
-** bytes and one reference per shared handle (taken with kind->retain while
-** encoding); on failure lf_encode frees both before returning. The identity
+** bytes and one reference per shared handle or shared object (taken with
+** kind->retain while encoding); on failure lf_encode frees both before returning. The identity
 ** map of one call is malloc'd when it outgrows its inline slots, owned by
 ** the call's context and freed before lf_encode returns, also when a Lua
 ** error (out of memory) unwinds through the encoder. The per-state caches
@@ -571,8 +571,20 @@ static void kind_display(const char *tname, char *out, size_t cap) {
   out[j] = '\0';
 }
 
+/* Records obj (of kind) as a reference owned by the buffer: a retained
+** pointer for T_HANDLE, a pin for T_REMOTE. [-0, +0, m] */
+static void enc_keep_ref(enc *e, const lf_handle_kind *kind, void *obj) {
+  kind->retain(obj);
+  if (lf_buf_add_handle(e->b, kind, obj) != 0) {
+    kind->release(obj);
+    luaL_error(e->L, "not enough memory");
+  }
+}
+
 /* Encodes a userdata: a registered handle kind as a retained pointer when
-** in-process; anything else is an error. [-0, +0, v] */
+** in-process; an export kind (queue, shared array) by id, in-process and
+** toward the other processes that opts->share allows; anything else is an
+** error. [-0, +0, v] */
 LF_COLD static void enc_userdata(enc *e, int idx) {
   lua_State *L = e->L;
   char reason[160];
@@ -588,7 +600,8 @@ LF_COLD static void enc_userdata(enc *e, int idx) {
       lua_pop(L, 1);
       char disp[64];
       kind_display(kind->tname, disp, sizeof disp);
-      if (!e->o->in_process) {
+      const lf_export_kind *ek = lf_export_of(kind);
+      if (!e->o->in_process && (ek == NULL || e->o->share == LF_SHARE_NONE)) {
         snprintf(reason, sizeof reason,
                  "%s (a shared handle cannot leave the process)", disp);
         enc_fail(e, reason);
@@ -596,21 +609,35 @@ LF_COLD static void enc_userdata(enc *e, int idx) {
       if (lua_rawlen(L, idx) < sizeof(void *)) enc_fail(e, disp);
       void *obj = *(void **)lua_touserdata(L, idx);
       if (obj == NULL) enc_fail(e, "released handle");
+      uint64_t id = 0;
+      if (ek != NULL) {
+        int dir = e->o->in_process ? LF_SHARE_NONE : e->o->share;
+        id = ek->export_id(obj, dir);
+        if (id == 0) {
+          snprintf(reason, sizeof reason, dir == LF_SHARE_UP
+                   ? "%s made in a worker process (only what the host "
+                     "shared with it can go back to the host)"
+                   : "%s (it cannot be shared with another process)", disp);
+          enc_fail(e, reason);
+        }
+      }
       idmap_slot *slot = enc_seen(e, lua_topointer(L, idx));
       if (slot == NULL) return;
       enc_record(e, slot, lua_topointer(L, idx));
-      lf_buf *b = e->b;
       unsigned char *p = enc_reserve(e, 10);
-      kind->retain(obj);
-      if (lf_buf_add_handle(b, kind, obj) != 0) {
-        kind->release(obj);
-        luaL_error(L, "not enough memory");
+      enc_keep_ref(e, kind, obj);
+      if (ek != NULL) {
+        p[0] = T_REMOTE;
+        p[1] = ek->wire;
+        wr64(p + 2, id);
+        e->flags |= FLAG_SHARED;
+      } else {
+        p[0] = T_HANDLE;
+        p[1] = (unsigned char)k;
+        wr64(p + 2, (uint64_t)(uintptr_t)obj);
+        e->flags |= FLAG_HANDLES;
       }
-      p[0] = T_HANDLE;
-      p[1] = (unsigned char)k;
-      wr64(p + 2, (uint64_t)(uintptr_t)obj);
-      b->len += 10;
-      e->flags |= FLAG_HANDLES;
+      e->b->len += 10;
       return;
     }
     lua_pushliteral(L, "__name");

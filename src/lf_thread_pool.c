@@ -147,10 +147,12 @@ static void *worker_main(void *arg) {
   if (p->name[0]) pthread_setname_np(pthread_self(), p->name);
 
   lua_State *L = lf_new_state(p->path, p->cpath);
+  lf_codec_opts init_opts = p->base.opts;
+  init_opts.pins = &p->init;
   if (L == NULL) {
     break_pool(p, "not enough memory to start a worker");
   } else if (p->init.len > 0 &&
-             lf_task_init(L, p->init.data, p->init.len, &p->base.opts) != 0) {
+             lf_task_init(L, p->init.data, p->init.len, &init_opts) != 0) {
     char why[512];
     snprintf(why, sizeof why, "initializer failed: %s", lua_tostring(L, -1));
     break_pool(p, why);
@@ -173,9 +175,11 @@ static void *worker_main(void *arg) {
         continue;
       }
       if (lf_future_set_running(f) == 1) {
+        lf_codec_opts opts = p->base.opts;
+        opts.pins = &f->call;   /* the queues and arrays it names */
         lf_task_begin(L, &heap);
         failed = lf_task_run(L, f->kind, f->call.data, f->call.len, &out,
-                             &p->base.opts);
+                             &opts);
         lf_task_end(L, &heap, failed);
       }
       lf_run_callbacks(L);   /* what the task's own callbacks have due */

@@ -33,12 +33,14 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -
 LAYER_BASE   := lf_fault
 LAYER_CODEC  := lf_buf lf_wire lf_names lf_encode lf_decode
 LAYER_FUTURE := lf_future
+LAYER_SHARE  := lf_squeue lf_sarray
 LAYER_STATE  := lf_error lf_state lf_task
 LAYER_EXEC   := lf_executor lf_context
 LAYER_ENGINE := lf_thread_pool lf_interp lf_process_pool
-LAYER_FACE   := lf_core_lua lf_codec_lua lf_future_lua lf_executor_lua lf_api
+LAYER_FACE   := lf_core_lua lf_codec_lua lf_future_lua lf_executor_lua lf_squeue_lua \
+  lf_sarray_lua lf_api
 LAYER_ENTRY  := lf_module
-CORE_NAMES := $(LAYER_BASE) $(LAYER_CODEC) $(LAYER_FUTURE) $(LAYER_STATE) \
+CORE_NAMES := $(LAYER_BASE) $(LAYER_CODEC) $(LAYER_FUTURE) $(LAYER_SHARE) $(LAYER_STATE) \
   $(LAYER_EXEC) $(LAYER_ENGINE) $(LAYER_FACE) $(LAYER_ENTRY)
 CORE_SRCS := $(CORE_NAMES:%=src/%.c)
 CORE_OBJS := $(CORE_NAMES:%=$(BUILD)/%.o)

@@ -36,7 +36,7 @@ LAYER_FUTURE := lf_future
 LAYER_SHARE  := lf_squeue lf_sarray
 LAYER_STATE  := lf_error lf_state lf_task
 LAYER_EXEC   := lf_executor lf_context
-LAYER_ENGINE := lf_thread_pool lf_interp lf_process_pool
+LAYER_ENGINE := lf_thread_pool lf_interp lf_pshare lf_process_pool
 LAYER_FACE   := lf_core_lua lf_codec_lua lf_future_lua lf_executor_lua lf_squeue_lua \
   lf_sarray_lua lf_api
 LAYER_ENTRY  := lf_module

@@ -170,9 +170,14 @@ static void encode_item(lua_State *L, lf_squeue *q, int idx, lf_sqitem *it) {
 ** returns 1, or raises. [-0,+1,v] */
 static int push_item(lua_State *L, lf_squeue *q, lf_sqitem *it) {
   lf_codec_opts opts;
-  if (q->remote != 0) {   /* from the host, whom the worker trusts */
+  if (q->remote != 0) {
+    /* From the host, which says whether the item may carry Lua functions
+    ** (not when a worker of a pool that refuses them put it); the shared
+    ** objects it names are the host's shares. */
     opts = lf_codec_defaults;
     opts.in_process = 0;
+    opts.functions = it->functions;
+    if (it->depth > 0) opts.max_depth = it->depth;
   } else {
     opts = lf_sqitem_opts(it);
   }

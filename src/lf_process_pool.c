@@ -996,6 +996,9 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   char how[128], msg[256];
   describe_status(status, known, how, sizeof how);
   lf_lock(&p->mu);
+  /* Its queue request first: once its task fails, whoever waits for that
+  ** may use the queue, which must be as if the worker never asked. */
+  unpark_gone_locked(p, w);
   if (w->why != NULL)
     snprintf(msg, sizeof msg, "worker process %d was killed because %s",
              (int)w->pid, w->why);
@@ -1021,7 +1024,6 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
     w->task = NULL;
   }
   if (w->state == W_IDLE) p->nidle--;
-  unpark_gone_locked(p, w);
   lf_outq_free(&w->out);
   lf_holdings_clear(&w->held);
   lf_buf_free(&w->pins);

@@ -390,22 +390,27 @@ static int sa_kind(lua_State *L) {
   return 1;
 }
 
-/* futures.SharedArray(kind, n) */
+/* futures.SharedArray(kind, n). Its errors name it as the module does
+** (luaL_argerror would find it as futures.core's). */
 static int core_shared_array(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  int kind = lf_sakind_parse(name);
+  const char *name = lua_tostring(L, 1);
+  int kind = name != NULL && lua_type(L, 1) == LUA_TSTRING
+           ? lf_sakind_parse(name) : -1;
   if (kind < 0)
-    return luaL_argerror(L, 1, lua_pushfstring(L, "kind must be \"f64\", "
-                         "\"f32\", \"i64\", \"i32\" or \"u8\", got \"%s\"", name));
+    return luaL_error(L, "bad argument #1 to 'SharedArray' (kind must be "
+                      "\"f64\", \"f32\", \"i64\", \"i32\" or \"u8\", got %s%s%s)",
+                      name ? "\"" : "", name ? name : luaL_typename(L, 1),
+                      name ? "\"" : "");
   int isint;
   lua_Integer n = lua_tointegerx(L, 2, &isint);
+  if (lua_type(L, 2) != LUA_TNUMBER)
+    return luaL_error(L, "bad argument #2 to 'SharedArray' (size expected, "
+                      "got %s)", luaL_typename(L, 2));
   if (!isint || n < 0)
-    return luaL_argerror(L, 2, lua_type(L, 2) == LUA_TNUMBER
-                         ? "size must be a non-negative integer"
-                         : lua_pushfstring(L, "size expected, got %s",
-                                           luaL_typename(L, 2)));
+    return luaL_error(L, "bad argument #2 to 'SharedArray' (size must be a "
+                      "non-negative integer)");
   if ((lua_Unsigned)n > (lua_Unsigned)(SIZE_MAX / 8))
-    return luaL_argerror(L, 2, "size too large");
+    return luaL_error(L, "bad argument #2 to 'SharedArray' (size too large)");
   /* The userdata first, so that an error leaves nothing unowned. */
   sa_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);

@@ -570,3 +570,64 @@ int lf_decode(lua_State *L, const unsigned char *data, size_t len,
   if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) return d.refused ? -2 : -1;
   return lua_gettop(L) - top;
 }
+
+/* ---- one plain value ---- */
+
+int lf_decode_plain(lua_State *L, const unsigned char *data, size_t len) {
+  if (data == NULL || len < HDR_SIZE + 2 || data[HDR_SIZE] != 1) return 0;
+  const unsigned char *p = data + HDR_SIZE + 1, *end = data + len;
+  size_t n = (size_t)(end - p) - 1;   /* bytes after the tag */
+  switch (p[0]) {
+    case T_NIL: case T_FALSE: case T_TRUE:
+      if (n != 0) return 0;
+      break;
+    case T_INT8: if (n != 1) return 0; break;
+    case T_INT16: if (n != 2) return 0; break;
+    case T_INT32: if (n != 4) return 0; break;
+    case T_INT64: case T_FLOAT: if (n != 8) return 0; break;
+    case T_STR: {
+      uint64_t slen = 0;
+      const unsigned char *q = p + 1;
+      for (int shift = 0;; shift += 7) {
+        if (q == end || shift > 56) return 0;
+        unsigned c = *q++;
+        slen |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) break;
+      }
+      if (slen != (uint64_t)(end - q)) return 0;
+      break;
+    }
+    default:
+      return 0;
+  }
+  /* The header checks of lf_decode, for this buffer. */
+  if (data[0] != MAGIC0 || data[1] != MAGIC1 || data[2] != MAGIC2 ||
+      data[3] != FORMAT_VERSION || rd32(data + 4) != 0 ||
+      rd64(data + 8) != (uint64_t)(len - HDR_SIZE) ||
+      rd64(data + 16) != lf_wire_sum(data, len))
+    return 0;
+  switch (p[0]) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_INT8: lua_pushinteger(L, (int8_t)p[1]); break;
+    case T_INT16: lua_pushinteger(L, (int16_t)rd16(p + 1)); break;
+    case T_INT32: lua_pushinteger(L, (int32_t)rd32(p + 1)); break;
+    case T_INT64: lua_pushinteger(L, (lua_Integer)rd64(p + 1)); break;
+    case T_FLOAT: {
+      uint64_t bits = rd64(p + 1);
+      double d;
+      memcpy(&d, &bits, 8);
+      lua_pushnumber(L, (lua_Number)d);
+      break;
+    }
+    default: {   /* T_STR: its bytes end the buffer */
+      const unsigned char *q = p + 1;
+      while (*q & 0x80) q++;
+      q++;
+      lua_pushlstring(L, (const char *)q, (size_t)(end - q));
+      break;
+    }
+  }
+  return 1;
+}

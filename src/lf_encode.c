@@ -766,3 +766,76 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
   wr64(h + 16, lf_wire_sum(h, out->len));
   return 0;
 }
+
+/* ---- one plain value ---- */
+
+int lf_encode_scalar(int type, int isint, lua_Integer i, lua_Number f,
+                     const char *str, size_t slen, lf_buf *out) {
+  unsigned char v[16];
+  size_t vlen;
+  switch (type) {
+    case LUA_TNIL: v[0] = T_NIL; vlen = 1; slen = 0; break;
+    case LUA_TBOOLEAN: v[0] = i ? T_TRUE : T_FALSE; vlen = 1; slen = 0; break;
+    case LUA_TNUMBER:
+      slen = 0;
+      if (isint) {
+        if (i >= INT8_MIN && i <= INT8_MAX) {
+          v[0] = T_INT8; v[1] = (unsigned char)(int8_t)i; vlen = 2;
+        } else if (i >= INT16_MIN && i <= INT16_MAX) {
+          v[0] = T_INT16; wr16(v + 1, (uint16_t)(int16_t)i); vlen = 3;
+        } else if (i >= INT32_MIN && i <= INT32_MAX) {
+          v[0] = T_INT32; wr32(v + 1, (uint32_t)(int32_t)i); vlen = 5;
+        } else {
+          v[0] = T_INT64; wr64(v + 1, (uint64_t)i); vlen = 9;
+        }
+      } else {
+        double d = (double)f;
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        v[0] = T_FLOAT;
+        wr64(v + 1, bits);
+        vlen = 9;
+      }
+      break;
+    default: {   /* LUA_TSTRING */
+      unsigned char *q = v + 1;
+      size_t n = slen;
+      v[0] = T_STR;
+      while (n >= 0x80) { *q++ = (unsigned char)(n | 0x80); n >>= 7; }
+      *q++ = (unsigned char)n;
+      vlen = (size_t)(q - v);
+      break;
+    }
+  }
+  size_t len = HDR_SIZE + 1 + vlen + slen;
+  unsigned char *h = malloc(len);
+  if (h == NULL) return -1;
+  h[HDR_SIZE] = 1;   /* one value */
+  memcpy(h + HDR_SIZE + 1, v, vlen);
+  if (slen > 0) memcpy(h + HDR_SIZE + 1 + vlen, str, slen);
+  h[0] = MAGIC0; h[1] = MAGIC1; h[2] = MAGIC2; h[3] = FORMAT_VERSION;
+  wr32(h + 4, 0);
+  wr64(h + 8, (uint64_t)(len - HDR_SIZE));
+  wr64(h + 16, lf_wire_sum(h, len));
+  out->data = h;
+  out->len = out->cap = len;
+  return 0;
+}
+
+int lf_encode_plain(lua_State *L, int idx, lf_buf *out) {
+  int type = lua_type(L, idx);
+  size_t slen = 0;
+  const char *s = NULL;
+  switch (type) {
+    case LUA_TNIL: break;
+    case LUA_TBOOLEAN: break;
+    case LUA_TNUMBER: break;
+    case LUA_TSTRING: s = lua_tolstring(L, idx, &slen); break;
+    default: return 1;
+  }
+  int isint = type == LUA_TNUMBER && lua_isinteger(L, idx);
+  lua_Integer i = type == LUA_TBOOLEAN ? lua_toboolean(L, idx)
+                : isint ? lua_tointeger(L, idx) : 0;
+  lua_Number f = type == LUA_TNUMBER && !isint ? lua_tonumber(L, idx) : 0;
+  return lf_encode_scalar(type, isint, i, f, s, slen, out);
+}

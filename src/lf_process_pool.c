@@ -606,6 +606,11 @@ static void reply_error_locked(lf_ppool *p, lf_proc *w, uint32_t req,
 static void reply_item_locked(lf_ppool *p, lf_proc *w, uint32_t req,
                               lf_squeue *q, lf_sqitem *it) {
   char why[300];
+  if (lf_sqitem_encode(it) != 0) {   /* a plain item: its bytes now */
+    lf_squeue_unget(q, it);
+    reply_error_locked(p, w, req, "not enough memory");
+    return;
+  }
   if (it->buf.nhandles > 0 &&
       lf_holdings_share(&w->held, &it->buf, &w->out, why, sizeof why) != 0) {
     lf_squeue_unget(q, it);

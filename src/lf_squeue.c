@@ -19,6 +19,16 @@
 
 void lf_sqitem_free(lf_sqitem *it) {
   lf_buf_free(&it->buf);
+  it->plain = 0;
+}
+
+int lf_sqitem_encode(lf_sqitem *it) {
+  if (!it->plain) return 0;
+  if (lf_encode_scalar(it->plain, it->isint, it->v.i, it->v.f, it->v.s,
+                       it->slen, &it->buf) != 0)
+    return -1;
+  it->plain = 0;
+  return 0;
 }
 
 lf_codec_opts lf_sqitem_opts(const lf_sqitem *it) {
@@ -33,8 +43,11 @@ lf_codec_opts lf_sqitem_opts(const lf_sqitem *it) {
 }
 
 lf_squeue *lf_squeue_new(size_t maxsize) {
-  lf_squeue *q = calloc(1, sizeof *q);
+  /* aligned as its count field asks */
+  size_t size = (sizeof(lf_squeue) + 63) & ~(size_t)63;
+  lf_squeue *q = aligned_alloc(64, size);
   if (q == NULL) return NULL;
+  memset(q, 0, size);
   LF_CHECK(pthread_mutex_init(&q->mu, NULL));
   atomic_init(&q->refs, 1);
   atomic_init(&q->count, 0);

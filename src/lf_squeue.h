@@ -48,20 +48,36 @@
 /* Outcomes of the operations. */
 enum { LF_SQ_OK, LF_SQ_EMPTY, LF_SQ_FULL, LF_SQ_CLOSED, LF_SQ_PENDING };
 
-/* An encoded value and how to decode it. */
+#define LF_SQ_INLINE 24   /* bytes of a plain string kept in the item */
+
+/* An encoded value and how to decode it; or, for the commonest items, a
+** plain value kept as it is (a boolean, a number, a short string), which
+** costs no codec pass and no allocation. */
 typedef struct lf_sqitem {
-  lf_buf buf;                /* owns its pins */
+  lf_buf buf;                /* the encoded value, owning its pins; empty
+                                for a plain one */
   unsigned char untrusted;   /* put by a worker process: decoded as its
                                 pool decodes results */
   unsigned char functions;   /* untrusted: Lua functions allowed */
   unsigned short depth;      /* untrusted: the pool's max_depth */
+  unsigned char plain;       /* 0, or the Lua type of a plain value */
+  unsigned char isint;       /* a plain number is an integer */
+  unsigned char slen;        /* a plain string's length */
+  union {
+    int64_t i;               /* an integer, or a boolean (0 or 1) */
+    double f;
+    char s[LF_SQ_INLINE];
+  } v;
 } lf_sqitem;
 
-#define LF_SQITEM_INIT { LF_BUF_INIT, 0, 0, 0 }
+#define LF_SQITEM_INIT { LF_BUF_INIT, 0, 0, 0, 0, 0, 0, { 0 } }
 
 void lf_sqitem_free(lf_sqitem *it);
 /* The options to decode it with (its pins included). */
 lf_codec_opts lf_sqitem_opts(const lf_sqitem *it);
+/* Make a plain item an encoded one (for whoever needs the bytes: a worker
+** process, a future's result). Returns 0, or -1 when out of memory. */
+int lf_sqitem_encode(lf_sqitem *it);
 
 typedef struct lf_sqwait lf_sqwait;
 struct lf_sqwait {
@@ -85,7 +101,10 @@ struct lf_sqwait {
 typedef struct lf_squeue {
   pthread_mutex_t mu;
   atomic_int refs;
-  atomic_size_t count;       /* items buffered */
+  /* Items buffered: on a cache line of its own, since a consumer that
+  ** spins reads it while the producer takes the mutex. */
+  _Alignas(64) atomic_size_t count;
+  char pad_[64 - sizeof(atomic_size_t)];
   size_t maxsize;            /* 0: no limit */
   int closed;
   lf_sqitem *ring;           /* items: ring[(head + i) % cap], i < count */

@@ -86,6 +86,21 @@ static void push_queue(lua_State *L, lf_squeue *q) {
   *ud = q;
 }
 
+/* The queue at idx, whose metatable is expected at index mt (each method
+** has it as upvalue 1): a cheaper test than luaL_testudata's registry
+** lookup, for the calls of a stream. Falls back to check_queue. */
+static lf_squeue *check_queue(lua_State *L, int idx);
+
+static lf_squeue *fast_queue(lua_State *L, int idx, int mt) {
+  lf_squeue **ud = lua_touserdata(L, idx);
+  if (ud != NULL && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, mt);
+    lua_pop(L, 1);
+    if (same && *ud != NULL) return *ud;
+  }
+  return check_queue(L, idx);
+}
+
 static lf_squeue *check_queue(lua_State *L, int idx) {
   lf_squeue **ud = luaL_testudata(L, idx, LF_SQUEUE_MT);
   if (ud == NULL) {
@@ -153,6 +168,34 @@ static void encode_item(lua_State *L, lf_squeue *q, int idx, lf_sqitem *it) {
   if (lua_isnoneornil(L, idx))
     luaL_argerror(L, idx, "a queue cannot hold nil (get and iter could not "
                   "tell it from no item)");
+  if (q->remote == 0) {   /* a plain value stays as it is */
+    switch (lua_type(L, idx)) {
+      case LUA_TBOOLEAN:
+        it->plain = LUA_TBOOLEAN;
+        it->v.i = lua_toboolean(L, idx);
+        return;
+      case LUA_TNUMBER:
+        it->plain = LUA_TNUMBER;
+        it->isint = (unsigned char)lua_isinteger(L, idx);
+        if (it->isint) it->v.i = lua_tointeger(L, idx);
+        else it->v.f = lua_tonumber(L, idx);
+        return;
+      case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (len > LF_SQ_INLINE) break;
+        it->plain = LUA_TSTRING;
+        it->slen = (unsigned char)len;
+        memcpy(it->v.s, s, len);
+        return;
+      }
+      default:
+        break;
+    }
+  }
+  int rc = lf_encode_plain(L, idx, &it->buf);   /* no Lua either */
+  if (rc == 0) return;
+  if (rc < 0) luaL_error(L, "not enough memory");
   lf_codec_opts opts = lf_codec_defaults;
   if (q->remote != 0) {   /* to the host, which trusts nothing from us */
     opts.in_process = 0;
@@ -169,6 +212,15 @@ static void encode_item(lua_State *L, lf_squeue *q, int idx, lf_sqitem *it) {
 /* Pushes the value of *it (freed here, also when decoding fails) and
 ** returns 1, or raises. [-0,+1,v] */
 static int push_item(lua_State *L, lf_squeue *q, lf_sqitem *it) {
+  switch (it->plain) {
+    case LUA_TBOOLEAN: lua_pushboolean(L, (int)it->v.i); return 1;
+    case LUA_TNUMBER:
+      if (it->isint) lua_pushinteger(L, (lua_Integer)it->v.i);
+      else lua_pushnumber(L, (lua_Number)it->v.f);
+      return 1;
+    case LUA_TSTRING: lua_pushlstring(L, it->v.s, it->slen); return 1;
+    default: break;
+  }
   lf_codec_opts opts;
   if (q->remote != 0) {
     /* From the host, which says whether the item may carry Lua functions
@@ -180,6 +232,10 @@ static int push_item(lua_State *L, lf_squeue *q, lf_sqitem *it) {
     if (it->depth > 0) opts.max_depth = it->depth;
   } else {
     opts = lf_sqitem_opts(it);
+  }
+  if (lf_decode_plain(L, it->buf.data, it->buf.len)) {
+    lf_sqitem_free(it);
+    return 1;
   }
   int top = lua_gettop(L);
   int n = lf_decode(L, it->buf.data, it->buf.len, &opts);
@@ -202,6 +258,7 @@ static int push_item(lua_State *L, lf_squeue *q, lf_sqitem *it) {
 ** given back first, a put's item freed. [-0,+0,v] */
 static int block(lua_State *L, lf_squeue *q, int put, lf_sqitem *it,
                  double timeout) {
+  lf_run_callbacks(L);   /* what is due, before the wait */
   lf_intr intr;
   lf_intr_begin(L, &intr);
   lf_sqwait w;
@@ -263,7 +320,7 @@ static int raise_outcome(lua_State *L, const char *fname, int rc,
 
 /* put(v [, timeout]); timeout 0 never blocks (put_nowait). */
 static int do_put(lua_State *L, const char *fname, double timeout) {
-  lf_squeue *q = check_queue(L, 1);
+  lf_squeue *q = fast_queue(L, 1, lua_upvalueindex(1));
   lf_sqitem it = LF_SQITEM_INIT;
   encode_item(L, q, 2, &it);
   int rc;
@@ -273,7 +330,6 @@ static int do_put(lua_State *L, const char *fname, double timeout) {
     lf_sqitem_free(&it);
     if (rc < 0) return transport_error(L, err);
   } else {
-    lf_run_callbacks(L);
     rc = lf_squeue_put(q, &it);
     if (rc == LF_SQ_FULL && timeout != 0) rc = block(L, q, 1, &it, timeout);
     lf_sqitem_free(&it);   /* what did not go in */
@@ -292,7 +348,6 @@ static int do_get(lua_State *L, lf_squeue *q, double timeout) {
     rc = need_transport(L)->get(q->remote, timeout, &it, err, sizeof err);
     if (rc < 0) return transport_error(L, err);
   } else {
-    lf_run_callbacks(L);
     rc = lf_squeue_get(q, &it);
     if (rc == LF_SQ_EMPTY && timeout != 0) {
       double spin = timeout >= 0 && timeout < LF_SPIN_WAITER ? timeout
@@ -320,7 +375,7 @@ static int queue_put_nowait(lua_State *L) {
 }
 
 static int queue_get(lua_State *L) {
-  lf_squeue *q = check_queue(L, 1);
+  lf_squeue *q = fast_queue(L, 1, lua_upvalueindex(1));
   double timeout = lf_opt_timeout(L, 2);
   int rc = do_get(L, q, timeout);
   if (rc == LF_SQ_OK) return 1;
@@ -328,7 +383,7 @@ static int queue_get(lua_State *L) {
 }
 
 static int queue_get_nowait(lua_State *L) {
-  lf_squeue *q = check_queue(L, 1);
+  lf_squeue *q = fast_queue(L, 1, lua_upvalueindex(1));
   int rc = do_get(L, q, 0);
   if (rc == LF_SQ_OK) return 1;
   return raise_outcome(L, "get_nowait", rc, 0, q);
@@ -362,9 +417,9 @@ static int queue_close(lua_State *L) {
 }
 
 /* The step of q:iter(): the next item, or nil once the queue is closed
-** and drained. Upvalues: the queue, the timeout (or nil). */
+** and drained. Upvalues: the queue, the timeout (or nil), the metatable. */
 static int iter_step(lua_State *L) {
-  lf_squeue *q = check_queue(L, lua_upvalueindex(1));
+  lf_squeue *q = fast_queue(L, lua_upvalueindex(1), lua_upvalueindex(3));
   double timeout = lf_opt_timeout(L, lua_upvalueindex(2));
   int rc = do_get(L, q, timeout);
   if (rc == LF_SQ_OK) return 1;
@@ -377,7 +432,8 @@ static int queue_iter(lua_State *L) {
   check_queue(L, 1);
   lf_opt_timeout(L, 2);
   lua_settop(L, 2);
-  lua_pushcclosure(L, iter_step, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, iter_step, 3);
   return 1;
 }
 
@@ -398,6 +454,13 @@ static void future_wait_free(future_wait *fw) {
 
 /* Completes f with the item in fw (or the Closed error) and frees fw. */
 static void future_wait_finish(future_wait *fw, int status) {
+  if (status == LF_SQ_OK && lf_sqitem_encode(&fw->w.item) != 0) {
+    lf_sqitem_free(&fw->w.item);   /* no memory for the bytes: a failure */
+    lf_buf_free(&fw->closed);
+    lf_future_finish(fw->f, &fw->closed, 1);
+    future_wait_free(fw);
+    return;
+  }
   if (status == LF_SQ_OK) {
     lf_codec_opts o = lf_sqitem_opts(&fw->w.item);
     lf_future_decode_with(fw->f, &o);
@@ -481,7 +544,9 @@ static const luaL_Reg queue_methods[] = {
 ** worker state decodes queues before it opens futures.core). [-0,+1,m] */
 static void push_queue_mt(lua_State *L) {
   if (luaL_newmetatable(L, LF_SQUEUE_MT)) {
-    luaL_newlib(L, queue_methods);
+    luaL_newlibtable(L, queue_methods);
+    lua_pushvalue(L, -2);   /* every method's upvalue: the metatable */
+    luaL_setfuncs(L, queue_methods, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, queue_gc);
     lua_setfield(L, -2, "__gc");

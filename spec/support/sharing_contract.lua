@@ -39,6 +39,30 @@ return function(name, make, env)
       assert.equals("item 20", got[20])
     end)
 
+    it("carry plain values of every kind unchanged, both ways", function()
+      local ex <close> = make(1)
+      local values = { true, false, 0, -1, math.maxinteger, math.mininteger, 127, 128, -32769,
+        2^31, 0.5, -0.0, 1 / 0, -1 / 0, "", "short", ("x"):rep(24), ("y"):rep(25),
+        ("long"):rep(1000), "bin\0ary\255" }
+      local there, back = futures.Queue(), futures.Queue()
+      for _, v in ipairs(values) do there:put(v) end
+      there:put(0 / 0)
+      there:close()
+      ex:submit(function(there, back)
+        for v in there:iter(10) do back:put(v) end
+        back:close()
+      end, there, back):result(10)
+      local got = {}
+      for v in back:iter(10) do got[#got + 1] = v end
+      assert.equals(#values + 1, #got)
+      for i, v in ipairs(values) do
+        assert.equals(v, got[i])
+        assert.equals(math.type(v), math.type(got[i]))
+      end
+      assert.is_true(got[#got] ~= got[#got])   -- NaN
+      assert.equals("-0.0", tostring(got[12]))
+    end)
+
     it("wake from a blocked get when the host puts an item", function()
       local ex <close> = make(1)
       local q = futures.Queue()

@@ -238,9 +238,10 @@ sanitize-tsan: deps
 	  --cpath=./build/tsan/?.so $(SAN_SKIP) $(SAN_SPECS)
 	$(call san_check,build/tsan)
 
-# valgrind: memcheck over VG_SPECS (the thread, future, wait, bad-input and
-#   process-pool specs, and the stress spec at 1/50 of its counts), then
-#   helgrind over the thread and future specs, with build/valgrind/lua-futures
+# valgrind: memcheck over VG_SPECS (the thread, future, wait, bad-input,
+#   process-pool, queue and shared-array specs, and the stress spec at 1/50
+#   of its counts), then helgrind over the thread, future and queue specs,
+#   with build/valgrind/lua-futures
 #   (-gdwarf-4: valgrind 3.19 cannot read every DWARF 5 form). Process-pool
 #   workers run outside valgrind: LUA_FUTURES_WORKER names the interpreter,
 #   since under valgrind /proc/self/exe is valgrind's own tool binary.
@@ -252,7 +253,7 @@ sanitize-tsan: deps
 VG_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spec.lua \
   spec/wait_spec.lua spec/bad_input_spec.lua spec/stress_spec.lua spec/process_pool_spec.lua \
   spec/queue_spec.lua spec/shared_array_spec.lua
-HG_SPECS := spec/future_spec.lua spec/thread_pool_spec.lua spec/wait_spec.lua
+HG_SPECS := spec/future_spec.lua spec/thread_pool_spec.lua spec/wait_spec.lua spec/queue_spec.lua
 VG_EXE   := build/valgrind/lua-futures
 VG_RUN    = LUA_FUTURES_SPEC_INTERP=$(VG_EXE) LUA_FUTURES_WORKER=$(CURDIR)/$(VG_EXE) \
   LUA_FUTURES_STRESS=0.02 valgrind --error-exitcode=99 \

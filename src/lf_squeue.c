@@ -112,11 +112,25 @@ static int ring_push_locked(lf_squeue *q, lf_sqitem *item, int front) {
   return 0;
 }
 
+#define RING_MIN 64   /* slots a ring keeps however empty it gets */
+
 static void ring_pop_locked(lf_squeue *q, lf_sqitem *out) {
   size_t n = atomic_load_explicit(&q->count, memory_order_relaxed);
   *out = q->ring[q->head];
   q->head = (q->head + 1) % q->cap;
   atomic_store_explicit(&q->count, n - 1, memory_order_relaxed);
+  /* A burst that has drained gives its memory back (a quarter of the
+  ** room, once an eighth is used: no grow-shrink ping-pong). */
+  if (q->cap > RING_MIN && n - 1 < q->cap / 8) {
+    size_t cap = q->cap / 4 < RING_MIN ? RING_MIN : q->cap / 4;
+    lf_sqitem *r = malloc(cap * sizeof *r);
+    if (r == NULL) return;   /* keep the big one */
+    for (size_t i = 0; i < n - 1; i++) r[i] = q->ring[(q->head + i) % q->cap];
+    free(q->ring);
+    q->ring = r;
+    q->cap = cap;
+    q->head = 0;
+  }
 }
 
 /* ---- waiters (q->mu held) ---- */

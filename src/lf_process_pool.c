@@ -102,6 +102,7 @@ typedef struct lf_proc {
   struct park *parked;       /* its queue request waiting, or NULL */
   const char *why;           /* why the host killed it, or NULL */
   int dead_socket;           /* a write failed: it is to be killed */
+  int doomed;                /* a frame for it was lost: the reader kills it */
   /* The reader's alone: */
   int eof, killed;
   double eof_at;
@@ -234,14 +235,26 @@ static int flush_locked(lf_ppool *p, lf_proc *w) {
   return rc;
 }
 
-/* Queue a control frame for w and write it (or ask the reader to). An
-** output queue without memory leaves w unable to follow: it goes. */
+/* A frame for w could not be queued (no memory): w would wait for it for
+** ever, so it goes; its unsent task, if any, goes to another worker. The
+** reader kills it (only the reaper signals a pid). */
+static void lost_output_locked(lf_ppool *p, lf_proc *w) {
+  if (task_unsent(w)) take_back_task_locked(p, w);
+  else lf_outq_clear(&w->out);
+  if (w->why == NULL) w->why = "there was no memory for what the host had to send it";
+  if (w->state == W_IDLE) p->nidle--;
+  w->state = W_CLOSING;
+  w->doomed = 1;
+  wake_locked(p);
+}
+
+/* Queue a control frame for w and write it (or ask the reader to). */
 static void send_frame_locked(lf_ppool *p, lf_proc *w, unsigned type,
                               unsigned flag, uint32_t id, const void *payload,
                               size_t len) {
-  if (w->state == W_CLOSING && w->dead_socket) return;
+  if (w->state == W_CLOSING && (w->dead_socket || w->doomed)) return;
   if (lf_outq_frame(&w->out, type, flag, id, payload, len) != 0) {
-    socket_dead_locked(p, w);
+    lost_output_locked(p, w);
     return;
   }
   if (flush_locked(p, w) == 1) wake_locked(p);
@@ -277,7 +290,7 @@ static int send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
   if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR, NULL, NULL, 0, 1) != 0 ||
       lf_outq_push(&w->out, f->call.data, f->call.len, NULL, NULL, 0, 1) != 0) {
     fail_unsendable(p, f, "not enough memory");
-    socket_dead_locked(p, w);   /* its output lost a frame: it cannot go on */
+    lost_output_locked(p, w);   /* its output lost a frame: it cannot go on */
     return -1;
   }
   w->task = f;   /* the queue's reference moves here */
@@ -639,7 +652,7 @@ static void reply_item_locked(lf_ppool *p, lf_proc *w, uint32_t req,
   if (lf_outq_push(&w->out, h, LF_PROC_HDR + LF_QITEM_PREFIX, h, NULL, 0, 0)
           != 0 ||
       lf_outq_push(&w->out, data, len, data, NULL, 0, 0) != 0) {
-    socket_dead_locked(p, w);   /* a lost frame: w cannot go on */
+    lost_output_locked(p, w);   /* a lost frame: w cannot go on */
     return;
   }
   if (flush_locked(p, w) == 1) wake_locked(p);
@@ -1084,6 +1097,8 @@ static void *reader_main(void *arg) {
       spawn_locked(p, want);
       continue;
     }
+    for (int i = 0; i < p->max_workers; i++)   /* lost a frame: it goes */
+      if (p->procs[i].doomed && !p->procs[i].killed) kill_worker(&p->procs[i], NULL);
     /* Wait for every worker's socket and exit, and for the eventfd. */
     int n = 0, timeout = -1;
     p->pfds[n].fd = p->efd;

@@ -37,13 +37,15 @@ typedef struct sa_ud {
 
 /* ---- the handle kind ---- */
 
-static void sa_push(lua_State *L, lf_sarray *a);
+static sa_ud *new_sa_ud(lua_State *L);
+static void sa_own(sa_ud *u, lf_sarray *a);
 
 static void kind_retain(void *obj) { lf_sarray_retain(obj); }
 static void kind_release(void *obj) { lf_sarray_release(obj); }
 static void kind_push(lua_State *L, void *obj) {
+  sa_ud *u = new_sa_ud(L);   /* may raise: before the reference */
   lf_sarray_retain(obj);
-  sa_push(L, obj);
+  sa_own(u, obj);
 }
 
 static const lf_handle_kind sarray_kind = {
@@ -63,9 +65,10 @@ static uint64_t kind_export_id(void *obj, int dir) {
 }
 
 static int kind_import(lua_State *L, uint64_t id) {
+  sa_ud *u = new_sa_ud(L);
   lf_sarray *a = lf_sarray_find_import(id);
-  if (a == NULL) return -1;
-  sa_push(L, a);
+  if (a == NULL) { lua_pop(L, 1); return -1; }
+  sa_own(u, a);
   return 0;
 }
 
@@ -77,12 +80,18 @@ static const lf_export_kind sarray_export = {
 
 static void push_sa_mt(lua_State *L);
 
-/* Pushes a userdata for a that owns the caller's reference. [-0,+1,m] */
-static void sa_push(lua_State *L, lf_sarray *a) {
+/* Pushes a SharedArray userdata that holds nothing yet: the caller gives
+** it its reference (sa_own) once nothing can raise any more. [-0,+1,m] */
+static sa_ud *new_sa_ud(lua_State *L) {
   sa_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);
   push_sa_mt(L);
   lua_setmetatable(L, -2);
+  return u;
+}
+
+/* u takes the caller's reference to a. */
+static void sa_own(sa_ud *u, lf_sarray *a) {
   u->obj = a;
   u->base = a->base;
   u->n = (lua_Integer)a->n;
@@ -412,19 +421,13 @@ static int core_shared_array(lua_State *L) {
   if ((lua_Unsigned)n > (lua_Unsigned)(SIZE_MAX / 8))
     return luaL_error(L, "bad argument #2 to 'SharedArray' (size too large)");
   /* The userdata first, so that an error leaves nothing unowned. */
-  sa_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
-  memset(u, 0, sizeof *u);
-  push_sa_mt(L);
-  lua_setmetatable(L, -2);
+  sa_ud *u = new_sa_ud(L);
   lf_sarray *a = lf_sarray_new((lf_sakind)kind, (size_t)n);
   if (a == NULL)
     return luaL_error(L, "cannot make a shared array of %I %s elements: %s",
-                      n, name, strerror(errno));
-  u->obj = a;
-  u->base = a->base;
-  u->n = n;
-  u->kind = kind;
-  u->self = u;
+                      n, name, errno == ENOMEM ? "not enough memory"
+                                               : strerror(errno));
+  sa_own(u, a);
   return 1;
 }
 

@@ -36,13 +36,14 @@
 
 /* ---- the handle kind ---- */
 
-static void push_queue(lua_State *L, lf_squeue *q);
+static lf_squeue **new_queue_ud(lua_State *L);
 
 static void kind_retain(void *obj) { lf_squeue_retain(obj); }
 static void kind_release(void *obj) { lf_squeue_release(obj); }
 static void kind_push(lua_State *L, void *obj) {
+  lf_squeue **ud = new_queue_ud(L);   /* may raise: before the reference */
   lf_squeue_retain(obj);
-  push_queue(L, obj);
+  *ud = obj;
 }
 
 static const lf_handle_kind squeue_kind = {
@@ -63,9 +64,9 @@ static uint64_t kind_export_id(void *obj, int dir) {
 }
 
 static int kind_import(lua_State *L, uint64_t id) {
-  lf_squeue *q = lf_squeue_proxy(id);
-  if (q == NULL) return -1;
-  push_queue(L, q);
+  lf_squeue **ud = new_queue_ud(L);
+  *ud = lf_squeue_proxy(id);
+  if (*ud == NULL) { lua_pop(L, 1); return -1; }
   return 0;
 }
 
@@ -77,13 +78,14 @@ static const lf_export_kind squeue_export = {
 
 static void push_queue_mt(lua_State *L);
 
-/* Pushes a userdata for q that owns the caller's reference. [-0,+1,m] */
-static void push_queue(lua_State *L, lf_squeue *q) {
+/* Pushes a Queue userdata that holds nothing yet (NULL): the caller
+** stores a reference in it once nothing can raise any more. [-0,+1,m] */
+static lf_squeue **new_queue_ud(lua_State *L) {
   lf_squeue **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   push_queue_mt(L);
   lua_setmetatable(L, -2);
-  *ud = q;
+  return ud;
 }
 
 /* The queue at idx, whose metatable is expected at index mt (each method
@@ -519,10 +521,7 @@ static int queue_get_future(lua_State *L) {
 static int core_queue(lua_State *L) {
   lua_Integer maxsize = luaL_optinteger(L, 1, 0);
   luaL_argcheck(L, maxsize >= 0, 1, "maxsize must not be negative");
-  lf_squeue **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = NULL;
-  push_queue_mt(L);
-  lua_setmetatable(L, -2);
+  lf_squeue **ud = new_queue_ud(L);
   *ud = lf_squeue_new((size_t)maxsize);
   if (*ud == NULL) return luaL_error(L, "not enough memory");
   return 1;

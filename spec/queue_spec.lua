@@ -127,7 +127,7 @@ describe("futures.Queue", function()
     q:put(false)   -- false does not end the loop
     q:close()
     local got = {}
-    for v in q:iter() do got[#got + 1] = v end
+    for v in q:iter(1) do got[#got + 1] = v end
     assert.same({ 1, 2, 3, 4, 5, false }, got)
   end)
 

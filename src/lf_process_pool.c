@@ -40,15 +40,15 @@
 ** Ownership: the queue holds one reference to each queued future; a worker
 ** slot takes it over with the task and drops it when the future completes.
 ** The encoded call stays in the future (which frees it on completion) while
-** the slot's output queue points into it. A task whose worker died before it could
-** run it goes back, with its reference, to the pool's list of tasks to send
-** again. A parked request holds a reference to its queue; once completed
-** it belongs to the done list until the reader answers it. A worker that
-** dies while parked loses nothing: an item already handed to its request
-** goes back to the front of the queue. The reader does not reference the pool: the owner joins it (and it
-** returns only once every worker process is reaped) before the pool is
-** destroyed. Workers are reaped by pid only, so the host's other children
-** are left alone.
+** the slot's output queue points into it. A task whose worker died before
+** it could run it goes back, with its reference, to the pool's list of
+** tasks to send again. A parked request holds a reference to its queue;
+** once completed it belongs to the done list until the reader answers it.
+** A worker that dies while parked loses nothing: an item already handed to
+** its request goes back to the front of the queue. The reader does not
+** reference the pool: the owner joins it (and it returns only once every
+** worker process is reaped) before the pool is destroyed. Workers are
+** reaped by pid only, so the host's other children are left alone.
 */
 #include <fcntl.h>
 #include <limits.h>
@@ -241,7 +241,8 @@ static int flush_locked(lf_ppool *p, lf_proc *w) {
 static void lost_output_locked(lf_ppool *p, lf_proc *w) {
   if (task_unsent(w)) take_back_task_locked(p, w);
   else lf_outq_clear(&w->out);
-  if (w->why == NULL) w->why = "there was no memory for what the host had to send it";
+  if (w->why == NULL)
+    w->why = "there was no memory for what the host had to send it";
   if (w->state == W_IDLE) p->nidle--;
   w->state = W_CLOSING;
   w->doomed = 1;
@@ -650,9 +651,13 @@ static void reply_item_locked(lf_ppool *p, lf_proc *w, uint32_t req,
   it->buf.data = NULL;
   lf_buf_free(&it->buf);   /* its pins: w's holdings have their own */
   if (lf_outq_push(&w->out, h, LF_PROC_HDR + LF_QITEM_PREFIX, h, NULL, 0, 0)
-          != 0 ||
-      lf_outq_push(&w->out, data, len, data, NULL, 0, 0) != 0) {
+      != 0) {
+    free(data);
     lost_output_locked(p, w);   /* a lost frame: w cannot go on */
+    return;
+  }
+  if (lf_outq_push(&w->out, data, len, data, NULL, 0, 0) != 0) {
+    lost_output_locked(p, w);
     return;
   }
   if (flush_locked(p, w) == 1) wake_locked(p);
@@ -805,7 +810,8 @@ static void queue_request_locked(lf_ppool *p, lf_proc *w, const lf_frame *fr,
       lf_sqitem it = LF_SQITEM_INIT;
       int rc = lf_squeue_get(q, &it);
       if (rc == LF_SQ_OK) reply_item_locked(p, w, req, q, &it);
-      else if (rc == LF_SQ_EMPTY && timeout != 0) park_locked(p, w, q, 0, &it, req, timeout);
+      else if (rc == LF_SQ_EMPTY && timeout != 0)
+        park_locked(p, w, q, 0, &it, req, timeout);
       else reply_locked(p, w, req, (unsigned)rc, NULL, 0);
       return;
     }
@@ -891,10 +897,11 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
     case LF_FRAME_UNUSED:
       /* Only when nothing was sent since it went idle: a task on its way
       ** may name what it reports. It reports again when next idle. */
-      if (w->state == W_IDLE &&
-          lf_holdings_forget(&w->held, payload->data, payload->len, &w->out) != 0)
+      if (w->state != W_IDLE) break;
+      if (lf_holdings_forget(&w->held, payload->data, payload->len,
+                             &w->out) != 0)
         kill_worker(w, "it sent a malformed UNUSED frame");
-      else if (w->state == W_IDLE && flush_locked(p, w) == 1)
+      else if (flush_locked(p, w) == 1)
         wake_locked(p);
       break;
     default:
@@ -1097,8 +1104,10 @@ static void *reader_main(void *arg) {
       spawn_locked(p, want);
       continue;
     }
-    for (int i = 0; i < p->max_workers; i++)   /* lost a frame: it goes */
-      if (p->procs[i].doomed && !p->procs[i].killed) kill_worker(&p->procs[i], NULL);
+    for (int i = 0; i < p->max_workers; i++) {   /* lost a frame: it goes */
+      lf_proc *w = &p->procs[i];
+      if (w->doomed && !w->killed) kill_worker(w, NULL);
+    }
     /* Wait for every worker's socket and exit, and for the eventfd. */
     int n = 0, timeout = -1;
     p->pfds[n].fd = p->efd;

@@ -432,7 +432,8 @@ static int remote_get(uint64_t id, double timeout, lf_sqitem *out, char *err,
   size_t len = (size_t)fr.len - LF_QITEM_PREFIX;
   out->buf.data = malloc(len > 0 ? len : 1);
   if (out->buf.data == NULL) {
-    snprintf(err, errlen, "not enough memory for a queue item of %zu bytes", len);
+    snprintf(err, errlen, "not enough memory for a queue item of %zu bytes",
+             len);
     return -1;
   }
   memcpy(out->buf.data, p + LF_QITEM_PREFIX, len);
@@ -492,7 +493,8 @@ static void idle_wait(lua_State *L, rbuf *rb, int *swept) {
   if (lf_sarray_nimports() + lf_squeue_nimports() == 0) return;
   struct pollfd pfd = { LF_PROC_FD, POLLIN, 0 };
   int rc;
-  do rc = poll(&pfd, 1, (int)(IDLE_SWEEP * 1000)); while (rc < 0 && errno == EINTR);
+  do rc = poll(&pfd, 1, (int)(IDLE_SWEEP * 1000));
+  while (rc < 0 && errno == EINTR);
   if (rc == 0) {
     sweep_unused(L);
     *swept = 1;

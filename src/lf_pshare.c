@@ -227,7 +227,8 @@ int lf_holdings_share(lf_holdings *h, const lf_buf *pins, lf_outq *out,
     if (h->v[i].ek->wire != LF_SARRAY_WIRE) continue;
     share_frame *f = &fr[k / LF_SHARE_MAXFDS];
     if (f->buf == NULL) {
-      size_t cnt = narrays - k < LF_SHARE_MAXFDS ? narrays - k : LF_SHARE_MAXFDS;
+      size_t cnt = narrays - k < LF_SHARE_MAXFDS ? narrays - k
+                                                 : LF_SHARE_MAXFDS;
       f->buf = malloc(LF_PROC_HDR + cnt * LF_SHARE_ENTRY);
       f->fds = malloc(cnt * sizeof *f->fds);
       if (f->buf == NULL || f->fds == NULL) goto nomem_frames;
@@ -293,7 +294,8 @@ int lf_holdings_pin(lf_holdings *h, const unsigned char *p, size_t len,
 fail:
   while (pins->nhandles > n0) {
     pins->nhandles--;
-    pins->handles[pins->nhandles].kind->release(pins->handles[pins->nhandles].obj);
+    lf_buf_handle *b = &pins->handles[pins->nhandles];
+    b->kind->release(b->obj);
   }
   return -1;
 }

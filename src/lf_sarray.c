@@ -23,7 +23,9 @@
 #include "lf_common.h"
 #include "lf_sarray.h"
 
-static const char *const NAMES[LF_SA_NKINDS] = { "f64", "f32", "i64", "i32", "u8" };
+static const char *const NAMES[LF_SA_NKINDS] = {
+  "f64", "f32", "i64", "i32", "u8"
+};
 static const size_t SIZES[LF_SA_NKINDS] = { 8, 4, 8, 4, 1 };
 
 size_t lf_sakind_size(lf_sakind kind) { return SIZES[kind]; }

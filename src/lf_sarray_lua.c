@@ -58,7 +58,8 @@ static uint64_t kind_export_id(void *obj, int dir) {
   lf_sarray *a = obj;
   int imported = atomic_load(&a->imported);
   switch (dir) {
-    case LF_SHARE_DOWN: return imported == LF_SA_LOCAL && a->fd >= 0 ? a->id : 0;
+    case LF_SHARE_DOWN:
+      return imported == LF_SA_LOCAL && a->fd >= 0 ? a->id : 0;
     case LF_SHARE_UP: return imported == LF_SA_IMPORTED ? a->id : 0;
     default: return a->id;
   }
@@ -184,7 +185,8 @@ static const char *to_elem(lua_State *L, const sa_ud *u, int idx, elem *e) {
                            lua_tonumber(L, idx));
   if (u->kind == LF_SA_I32 && (e->i < INT32_MIN || e->i > INT32_MAX))
     return lua_pushfstring(L, "i32 takes integers from %I to %I, got %I",
-                           (lua_Integer)INT32_MIN, (lua_Integer)INT32_MAX, e->i);
+                           (lua_Integer)INT32_MIN, (lua_Integer)INT32_MAX,
+                           e->i);
   if (u->kind == LF_SA_U8 && (e->i < 0 || e->i > 255))
     return lua_pushfstring(L, "u8 takes integers from 0 to 255, got %I", e->i);
   return NULL;
@@ -299,7 +301,8 @@ static int sa_tostring(lua_State *L) {
 static int sa_eq(lua_State *L) {
   sa_ud *a = luaL_testudata(L, 1, LF_SARRAY_MT);
   sa_ud *b = luaL_testudata(L, 2, LF_SARRAY_MT);
-  lua_pushboolean(L, a != NULL && b != NULL && a->obj != NULL && a->obj == b->obj);
+  lua_pushboolean(L, a != NULL && b != NULL && a->obj != NULL &&
+                     a->obj == b->obj);
   return 1;
 }
 
@@ -407,7 +410,8 @@ static int core_shared_array(lua_State *L) {
            ? lf_sakind_parse(name) : -1;
   if (kind < 0)
     return luaL_error(L, "bad argument #1 to 'SharedArray' (kind must be "
-                      "\"f64\", \"f32\", \"i64\", \"i32\" or \"u8\", got %s%s%s)",
+                      "\"f64\", \"f32\", \"i64\", \"i32\" or \"u8\", "
+                      "got %s%s%s)",
                       name ? "\"" : "", name ? name : luaL_typename(L, 1),
                       name ? "\"" : "");
   int isint;

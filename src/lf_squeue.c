@@ -74,7 +74,8 @@ void lf_squeue_release(lf_squeue *q) {
     complete_locked(w, LF_SQ_CLOSED);
   }
   size_t n = atomic_load_explicit(&q->count, memory_order_relaxed);
-  for (size_t i = 0; i < n; i++) lf_sqitem_free(&q->ring[(q->head + i) % q->cap]);
+  for (size_t i = 0; i < n; i++)
+    lf_sqitem_free(&q->ring[(q->head + i) % q->cap]);
   free(q->ring);
   LF_CHECK(pthread_mutex_destroy(&q->mu));
   free(q);

@@ -311,10 +311,11 @@ static int raise_outcome(lua_State *L, const char *fname, int rc,
         return lf_raise_error(L, "Full", "%s: the queue is full (maxsize %I)",
                               fname, (lua_Integer)q->maxsize);
       return lf_raise_error(L, "Full", "%s: the queue is full", fname);
-    case LF_SQ_CLOSED:
+    case LF_SQ_CLOSED: {
+      int put = strncmp(fname, "put", 3) == 0;
       return lf_raise_error(L, "Closed", "%s: the queue is closed%s", fname,
-                            strcmp(fname, "put") == 0 ||
-                            strcmp(fname, "put_nowait") == 0 ? "" : " and empty");
+                            put ? "" : " and empty");
+    }
     default:
       return luaL_error(L, "not enough memory");
   }

@@ -102,7 +102,7 @@ end
 
 ---------------------------------------------------------------- formatting
 
-local UNIT = { s = "s", ms = "ms", us = "µs", x = "x", KB = "KB", MB = "MB" }
+local UNIT = { s = "s", ms = "ms", us = "µs", ns = "ns", x = "x", KB = "KB", MB = "MB" }
 
 local function num(v)
   local a = math.abs(v)
@@ -241,6 +241,16 @@ metric("loop.await_ratio", "luv loop: await / blocking round trip", "x", "lower"
 metric("loop.cb_us", "luv loop: 10 000 callbacks, per future", "us", "lower")
 metric("loop.asc_us", "luv loop: the same, as_completed, per future", "us", "lower")
 metric("loop.cb_ratio", "luv loop: callbacks / as_completed", "x", "lower", { "<=", 2 })
+metric("thread.queue_us", "queue: host to a thread task, per item streamed", "us", "lower", { "<=", 2 })
+metric("process.queue_us", "queue: host to a process task, per item streamed", "us", "lower")
+metric("thread.array64_ms", "64 MB SharedArray to a thread task and back", "ms", "lower", { "<=", 0.1 })
+metric("process.array64_ms", "64 MB SharedArray to a process task and back", "ms", "lower", { "<=", 1 })
+metric("array.read_ns", "SharedArray a[i] read, per element", "ns", "lower")
+metric("table.read_ns", "table t[i] read, same loop", "ns", "lower")
+metric("array.read_ratio", "a[i] read / t[i] read", "x", "lower", { "<=", 3 })
+metric("array.write_ns", "SharedArray a[i] = v, per element", "ns", "lower")
+metric("table.write_ns", "table t[i] = v, same loop", "ns", "lower")
+metric("array.write_ratio", "a[i] write / t[i] write", "x", "lower", { "<=", 3 })
 
 local BY_ID = {}
 for _, m in ipairs(METRICS) do BY_ID[m.id] = m end
@@ -275,6 +285,12 @@ local RUNS = {
   { name = "codec", script = "codec",
     args = { items = 1000000, bytes = 10000000, small = 100000, k = 3 },
     quick = { args = { small = 20000, k = 1 } } },
+  { name = "sharing-thread", script = "sharing",
+    args = { pool = TH, items = 500000, mb = 64, k = 50, access = 2000000 },
+    quick = { args = { items = 50000, k = 10, access = 300000 } } },
+  { name = "sharing-process", script = "sharing",
+    args = { pool = PR, items = 20000, mb = 64, k = 50 },
+    quick = { args = { items = 2000, k = 10 }, python = false } },
   { name = "memory-thread", script = "memory",
     args = { pool = TH, workers = 8, pending = 100000 }, quick = { python = false } },
   { name = "memory-process", script = "memory",

@@ -37,6 +37,7 @@ void lf_executor_init(lf_executor *ex, const lf_executor_ops *ops,
   ex->broken = NULL;
   ex->opts = lf_codec_defaults;
   ex->opts.in_process = ops->in_process;
+  ex->opts.share = LF_SHARE_DOWN;   /* queues and shared arrays may go */
   if (cfg->max_depth > 0) ex->opts.max_depth = cfg->max_depth;
   ex->opts.functions = ops->in_process || cfg->return_functions;
   ex->task_timeout = cfg->task_timeout;

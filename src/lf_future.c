@@ -85,6 +85,7 @@ lf_codec_opts lf_future_decode_opts(lf_future *f) {
   o.in_process = f->dec_in_process;
   o.functions = f->dec_functions;
   o.max_depth = f->dec_depth;
+  o.pins = &f->result;   /* its shared objects, pinned by the result */
   return o;
 }
 

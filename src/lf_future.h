@@ -164,7 +164,8 @@ int lf_future_spin(lf_future *f, double timeout);
 /* Decode the result of f with opts (in_process, functions, max_depth):
 ** set by the submitter before f is queued. */
 void lf_future_decode_with(lf_future *f, const lf_codec_opts *opts);
-/* The options to decode f's result with. */
+/* The options to decode f's result with (its own pins included: valid
+** once f is FINISHED). */
 lf_codec_opts lf_future_decode_opts(lf_future *f);
 
 /* PENDING -> CANCELLED (notifies) and returns 1; CANCELLED returns 1;

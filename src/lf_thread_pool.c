@@ -180,18 +180,20 @@ static void stop_in_thread(void *arg, lf_future *f) {
 static const lf_runner thread_runner = { stop_in_thread };
 
 static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
-                    const lf_codec_opts *opts, lf_buf *out) {
+                    const lf_codec_opts *pool_opts, lf_buf *out) {
+  lf_codec_opts opts = *pool_opts;
+  opts.pins = &f->call;   /* the queues and arrays it names */
   lf_spin_busy(1);
   lf_task_begin(L, heap);
   lf_future_run_by(f, &thread_runner, L);
   lf_stop_enter(L, &f->stop, f->run_limit);
-  int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, opts);
+  int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, &opts);
   /* Nobody may set a hook on L once it goes on to another task: forget
   ** the runner first, then take the hook off. */
   lf_future_run_by(f, NULL, NULL);
   lf_stop_leave(L);
   failed = lf_task_settle(L, failed, atomic_load(&f->stop), f->run_limit,
-                          out, opts);
+                          out, pool_opts);
   lf_spin_busy(-1);
   lf_task_end(L, heap, failed);
   return failed;
@@ -208,10 +210,12 @@ static void *worker_main(void *arg) {
 
   lua_State *L = lf_new_state(p->path, p->cpath);
   if (L != NULL && p->max_memory > 0) lf_state_set_limit(L, p->max_memory);
+  lf_codec_opts init_opts = p->base.opts;
+  init_opts.pins = &p->init;
   if (L == NULL) {
     break_pool(p, "not enough memory to start a worker");
   } else if (p->init.len > 0 &&
-             lf_task_init(L, p->init.data, p->init.len, &p->base.opts) != 0) {
+             lf_task_init(L, p->init.data, p->init.len, &init_opts) != 0) {
     char why[512];
     snprintf(why, sizeof why, "initializer failed: %s", lua_tostring(L, -1));
     break_pool(p, why);
@@ -404,11 +408,13 @@ static helper *get_helper(lua_State *L, lf_pool *p) {
   }
   if (h->pool == p) return h;
   helper_drop(L, h);
+  lf_codec_opts init_opts = p->base.opts;
+  init_opts.pins = &p->init;
   lua_State *H = lf_new_state(p->path, p->cpath);
   if (H == NULL) return NULL;
   if (p->max_memory > 0) lf_state_set_limit(H, p->max_memory);
   if (p->init.len > 0 &&
-      lf_task_init(H, p->init.data, p->init.len, &p->base.opts) != 0) {
+      lf_task_init(H, p->init.data, p->init.len, &init_opts) != 0) {
     lf_close_state(H);   /* the workers' initializer will say why */
     return NULL;
   }

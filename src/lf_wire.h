@@ -36,10 +36,12 @@
 #define FLAG_HANDLES   0x2u     /* payload holds in-process handle pointers */
 #define FLAG_NAMES     0x4u     /* payload names C functions, modules or the
                                    global table */
-#define FLAGS_KNOWN    (FLAG_FUNCTIONS | FLAG_HANDLES | FLAG_NAMES)
+#define FLAG_SHARED    0x8u     /* payload names queues or shared arrays by
+                                   id (T_REMOTE) */
+#define FLAGS_KNOWN    (FLAG_FUNCTIONS | FLAG_HANDLES | FLAG_NAMES | FLAG_SHARED)
 
 /* A value's first byte: the low 7 bits are the tag; bit 7 (T_KEEP) marks an
-** object (table, Lua function, handle) that a later T_REF or T_UPJOIN names,
+** object (table, Lua function, handle, shared object) that a later T_REF or T_UPJOIN names,
 ** so the decoder records it. References name an object by the payload
 ** offset of its tag byte. */
 enum {
@@ -58,6 +60,8 @@ enum {
   T_IRUN,                              /* array only: u8 width, u32 n, ints */
   T_FRUN,                              /* array only: u32 n, n floats */
   T_UPJOIN,                            /* upvalue only: varint func, u8 n */
+  T_REMOTE,                            /* u8 wire code, u64 id: an object of
+                                          an export kind (lf_buf.h) */
   T_LAST
 };
 #define T_KEEP 0x80u

@@ -689,6 +689,30 @@ function futures.as_completed(fs, timeout)
   return next_done, nil, nil, waiter
 end
 
+---------------------------------------------------------------- sharing
+
+local QUEUE_OPTIONS = { maxsize = true }
+
+--- futures.Queue{ maxsize = n } (or futures.Queue(n), futures.Queue()): a
+--- FIFO shared by every task, thread or process, that holds it.
+function futures.Queue(opts)
+  check_dot(opts, "Queue")
+  if opts == nil then opts = {} end
+  if type(opts) == "number" then opts = { maxsize = opts } end
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'Queue' (table or number expected, got %s)"):format(type(opts)), 2)
+  end
+  check_options(opts, QUEUE_OPTIONS, "Queue")
+  local maxsize = opts.maxsize
+  if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 0) then
+    error(("bad argument to 'Queue' (maxsize must be a non-negative integer, got %s)")
+      :format(show(maxsize)), 2)
+  end
+  return core.Queue(maxsize or 0)
+end
+
+futures.SharedArray = core.SharedArray
+
 futures.progress = require "futures.progress"
 
 return futures

@@ -8,6 +8,9 @@
 #   BUILD        output directory for objects and the module (build)
 #   LUA          Lua interpreter used for the build helpers and tests (lua5.4)
 #
+#   MPICC        the MPI compiler wrapper whose flags build futures/mpi.so
+#                (found on the PATH; MPICC= builds without MPI)
+#
 # Targets: all (default), test, demo, bench, bench-quick, sanitize, valgrind,
 #          faults, fuzz, layers, install, uninstall, deps, clean.
 
@@ -54,10 +57,24 @@ EXE    ?= bin/lua-futures
 # futures._test: the specs' hooks into the core, never installed.
 TEST_MODULE := $(BUILD)/futures/_test.so
 
+# futures.mpi: the MPIPoolExecutor (docs/mpi.md), a companion module like
+# _test.so (it reaches the core through lf_api.h only), built only where
+# mpicc is. Its objects are the only ones that see mpi.h and link libmpi;
+# the core and the interpreter never do (lua-futures --mpi loads it).
+MPICC       ?= $(shell command -v mpicc 2>/dev/null)
+MPI_NAMES   := lf_mpi_link lf_mpi_pool lf_mpi_serve lf_mpi_world lf_mpi_lua
+ifneq ($(MPICC),)
+MPI_CFLAGS  := $(patsubst -I%,-isystem %,$(shell $(MPICC) -showme:compile 2>/dev/null \
+  || pkg-config --cflags mpi 2>/dev/null))
+MPI_LIBS    := $(shell $(MPICC) -showme:link 2>/dev/null || pkg-config --libs mpi 2>/dev/null)
+MPI_MODULE  := $(BUILD)/futures/mpi.so
+MPI_OBJS    := $(MPI_NAMES:%=$(BUILD)/%.o)
+endif
+
 .PHONY: all deps test demo bench bench-quick clean install uninstall sanitize fuzz layers
 
 all: deps
-	@$(MAKE) --no-print-directory $(MODULE) $(EXE) $(TEST_MODULE)
+	@$(MAKE) --no-print-directory $(MODULE) $(EXE) $(TEST_MODULE) $(MPI_MODULE)
 
 deps:
 	@sh tools/deps.sh
@@ -77,6 +94,12 @@ $(MODULE): $(CORE_OBJS)
 $(TEST_MODULE): $(BUILD)/lf_test.o
 	$(CC) -shared -pthread $(CFLAGS) $(LDFLAGS) -o $@ $< -ldl
 
+$(BUILD)/lf_mpi_%.o: src/lf_mpi_%.c | $(BUILD)/futures
+	$(CC) $(ALL_CFLAGS) $(MPI_CFLAGS) -c $< -o $@
+
+$(MPI_MODULE): $(MPI_OBJS)
+	$(CC) -shared -pthread $(CFLAGS) $(LDFLAGS) -o $@ $(MPI_OBJS) $(MPI_LIBS) -ldl -lm
+
 # -Wl,-E exports the Lua API from the interpreter, so that C modules loaded
 # with require (which do not link liblua themselves) resolve it.
 $(EXE): $(CORE_OBJS) $(EXE_OBJS)
@@ -86,13 +109,29 @@ $(EXE): $(CORE_OBJS) $(EXE_OBJS)
 $(BUILD)/futures:
 	@mkdir -p $@
 
+# The MPI specs (spec/mpi_*_spec.lua, left out of the plain runs by .busted)
+# run under `mpiexec -n 3`, rank 0 running busted, with what a root CI
+# container needs: run as root, 3 ranks on fewer cores, the ob1 PML (the
+# other ones probe for networks for a third of a second), no binding to
+# cores (a rank's worker processes inherit it).
+MPI_NP   ?= 3
+MPI_ENV  := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_pml=ob1 \
+  OMPI_MCA_hwloc_base_binding_policy=none
+MPIEXEC  ?= $(shell command -v mpiexec 2>/dev/null)
+MPI_SKIP_WHY   = $(if $(MPI_MODULE),mpiexec was not found,mpicc was not found: futures/mpi.so was not built)
+MPI_SPEC_ARGS  = $(if $(and $(MPI_MODULE),$(MPIEXEC)),--mpi="env $(MPI_ENV) $(MPIEXEC)" --mpi-np=$(MPI_NP),\
+  --mpi-skip="$(MPI_SKIP_WHY) (apt-get install openmpi-bin libopenmpi-dev)")
+
 test: all layers
-	@$(LUA) tools/runspecs.lua $(BUSTED) $(LUA) $(EXE)
+	@$(LUA) tools/runspecs.lua $(BUSTED) $(LUA) $(EXE) $(MPI_SPEC_ARGS)
 
 # layers: fails when an object of the core uses a symbol defined by an
-# object listed after it (a back-call), which is how cycles start.
-layers: $(CORE_OBJS) $(EXE_OBJS)
-	@$(LUA) tools/layers.lua $(CORE_OBJS) $(EXE_OBJS)
+# object listed after it (a back-call), which is how cycles start; and when
+# a companion module (futures/mpi.so) uses the core's symbols instead of its
+# API table (lf_api.h), which plain lua5.4 could not load.
+layers: $(CORE_OBJS) $(EXE_OBJS) $(MPI_OBJS)
+	@$(LUA) tools/layers.lua $(CORE_OBJS) $(EXE_OBJS) $(if $(MPI_OBJS),-- $(MPI_OBJS))
 
 # sanitize, valgrind and faults: see their block below.
 
@@ -126,12 +165,13 @@ INSTALL      ?= install
 
 .PHONY: compile
 
-compile: $(MODULE) $(EXE)
+compile: $(MODULE) $(EXE) $(MPI_MODULE)
 
-install: $(MODULE) $(EXE)
+install: $(MODULE) $(EXE) $(MPI_MODULE)
 	$(INSTALL) -d $(DESTDIR)$(INSTALL_CMOD)/futures $(DESTDIR)$(INSTALL_LMOD)/futures \
 	  $(DESTDIR)$(INSTALL_BIN) $(DESTDIR)$(INSTALL_MAN) $(DESTDIR)$(INSTALL_PC)
 	$(INSTALL) -m 755 $(MODULE) $(DESTDIR)$(INSTALL_CMOD)/futures/core.so
+	$(if $(MPI_MODULE),$(INSTALL) -m 755 $(MPI_MODULE) $(DESTDIR)$(INSTALL_CMOD)/futures/mpi.so)
 	$(INSTALL) -m 644 $(LUA_SRCS) $(DESTDIR)$(INSTALL_LMOD)/futures/
 	$(INSTALL) -m 755 $(EXE) $(DESTDIR)$(INSTALL_BIN)/lua-futures
 	$(INSTALL) -m 644 man/lua-futures.1 $(DESTDIR)$(INSTALL_MAN)/lua-futures.1
@@ -144,7 +184,7 @@ install: $(MODULE) $(EXE)
 # Removes exactly what install put there, then the futures/ directories if
 # nothing else is left in them.
 uninstall:
-	rm -f $(DESTDIR)$(INSTALL_CMOD)/futures/core.so \
+	rm -f $(DESTDIR)$(INSTALL_CMOD)/futures/core.so $(DESTDIR)$(INSTALL_CMOD)/futures/mpi.so \
 	  $(addprefix $(DESTDIR)$(INSTALL_LMOD)/futures/,$(notdir $(LUA_SRCS))) \
 	  $(DESTDIR)$(INSTALL_BIN)/lua-futures $(DESTDIR)$(INSTALL_MAN)/lua-futures.1 \
 	  $(DESTDIR)$(INSTALL_PC)/lua-futures.pc

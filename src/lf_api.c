@@ -11,6 +11,7 @@
 #include "lf_common.h"
 #include "lf_error.h"
 #include "lf_executor_lua.h"
+#include "lf_interp.h"
 #include "lf_process_pool.h"
 #include "lf_state.h"
 
@@ -22,8 +23,13 @@ static const lf_api api = {
   lf_new_state, lf_close_state,
   lf_future_new, lf_future_retain, lf_future_release, lf_future_set_running,
   lf_future_finish, lf_future_decode_with, lf_future_fail,
+  lf_future_run_by, lf_future_swap_call, lf_future_cancel,
+  lf_future_interrupt,
+  lf_inbox_new, lf_inbox_release, lf_inbox_close, lf_inbox_watch,
+  lf_inbox_pop, lf_inbox_pollfd, lf_inbox_drain,
   lf_executor_init, lf_executor_retain, lf_executor_release,
   lf_executor_mark_broken, lf_executor_free_broken, lf_process_pool_new,
+  lf_interp_find,
   lf_executor_newud, lf_executor_adopt, lf_raise_error,
 };
 

@@ -15,6 +15,7 @@
 #ifndef LF_API_H
 #define LF_API_H
 
+#include <limits.h>
 #include <stddef.h>
 
 #include "lua.h"
@@ -23,7 +24,9 @@
 #include "lf_future.h"
 
 #define LF_API_KEY "futures.core.api"
-#define LF_API_VERSION 2   /* 2: lf_codec_opts has share and pins */
+#define LF_API_VERSION 3   /* 2: lf_codec_opts has share and pins; 3: the
+                              runner, call, cancel and interrupt of a future,
+                              inboxes, finding the worker interpreter */
 
 typedef struct lf_api {
   int version;                /* LF_API_VERSION */
@@ -51,6 +54,18 @@ typedef struct lf_api {
   void (*future_decode_with)(lf_future *f, const lf_codec_opts *opts);
   void (*future_fail)(lf_future *f, const char *type, const char *msg,
                       const lf_codec_opts *opts, lua_State **S);
+  void (*future_run_by)(lf_future *f, const lf_runner *r, void *arg);
+  int (*future_swap_call)(lf_future *f, lf_buf *b);
+  int (*future_cancel)(lf_future *f);
+  int (*future_interrupt)(lf_future *f, int why);
+  /* inboxes: completed futures queued for whoever watches them */
+  lf_inbox *(*inbox_new)(void);
+  void (*inbox_release)(lf_inbox *ib);
+  void (*inbox_close)(lf_inbox *ib);
+  int (*inbox_watch)(lf_inbox *ib, lf_future *f);
+  lf_future *(*inbox_pop)(lf_inbox *ib);
+  int (*inbox_pollfd)(lf_inbox *ib);
+  void (*inbox_drain)(lf_inbox *ib);
   /* executors */
   void (*executor_init)(lf_executor *ex, const lf_executor_ops *ops,
                         const lf_pool_config *cfg);
@@ -59,6 +74,8 @@ typedef struct lf_api {
   int (*executor_mark_broken)(lf_executor *ex, const char *why);
   void (*executor_free_broken)(lf_executor *ex);
   lf_executor *(*process_pool_new)(const lf_pool_config *cfg);
+  int (*interp_find)(const char *opt, char exe[PATH_MAX], char spawn[PATH_MAX],
+                     char *err, size_t errsize);
   /* the Lua side (lf_executor_lua.h) */
   lf_executor **(*executor_newud)(lua_State *L);
   void (*executor_adopt)(lua_State *L, lf_executor **ud, lf_executor *ex);

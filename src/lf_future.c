@@ -206,6 +206,18 @@ int lf_future_set_running(lf_future *f) {
   return rc;
 }
 
+int lf_future_swap_call(lf_future *f, lf_buf *b) {
+  lf_lock(&f->mu);
+  int pending = f->state == LF_PENDING;
+  if (pending) {
+    lf_buf t = f->call;
+    f->call = *b;
+    *b = t;
+  }
+  lf_unlock(&f->mu);
+  return pending;
+}
+
 int lf_future_finish(lf_future *f, lf_buf *res, int failed) {
   /* A result that holds its own future (f:set_result(f)) must not keep it
   ** alive: whoever decodes the result holds f already. The caller holds a

@@ -181,6 +181,12 @@ void lf_future_cancel_queue(lf_future *q);
 ** returns -1 (a misuse the caller reports). */
 int lf_future_set_running(lf_future *f);
 
+/* While f is PENDING, exchange its encoded call with *b and return 1 (a
+** back-end that hands the call to a worker before the task starts, and may
+** give it back); otherwise leave both and return 0. Under f's mutex, so that
+** it never meets a cancel that frees the call. */
+int lf_future_swap_call(lf_future *f, lf_buf *b);
+
 /* Completes the future with *res (moved: *res is left empty). Returns 0,
 ** or -1 if the future was already CANCELLED or FINISHED (res untouched). A
 ** future being stopped with LF_STOP_CANCEL ends CANCELLED instead (res is

@@ -4,7 +4,10 @@
 ** -e, -l, -i, -v, -E, -W, -, --, LUA_INIT, the interactive prompt) in which
 ** futures.core is linked in and the lua/futures/ modules are preloaded, so
 ** that `require "futures"` works with no LUA_PATH or LUA_CPATH. Started as
-** `lua-futures --lf-worker ...` it is a process-pool worker instead.
+** `lua-futures --lf-worker ...` it is a process-pool worker instead. One
+** option of its own, `--mpi`, loads futures.mpi (build/futures/mpi.so, at
+** run time: this program does not link MPI) before anything else, so that
+** under mpiexec rank 0 runs the script and the other ranks serve tasks.
 **
 ** Threads: everything here runs on the main thread, which owns the one
 ** lua_State, except the SIGINT handler. The kernel may run that handler on
@@ -92,6 +95,8 @@ static void print_usage(const char *badoption) {
         "  -v        show version information\n"
         "  -E        ignore environment variables\n"
         "  -W        turn warnings on\n"
+        "  --mpi     load futures.mpi first: under mpiexec, rank 0 runs the\n"
+        "            script and the other ranks serve its MPIPoolExecutor\n"
         "  --        stop handling options\n"
         "  -         stop handling options and execute stdin\n",
         stderr);
@@ -408,7 +413,8 @@ enum {
   OPT_NOENV = 1,  /* -E */
   OPT_REPL = 2,   /* -i */
   OPT_VER = 4,    /* -v, and -i */
-  OPT_EXEC = 8    /* -e */
+  OPT_EXEC = 8,   /* -e */
+  OPT_MPI = 16    /* --mpi */
 };
 
 typedef struct cmdline {
@@ -428,6 +434,10 @@ static int parse_cmdline(int argc, char **argv, cmdline *c) {
     const char *a = argv[i];
     int ok = 1;
     if (a[0] != '-' || a[1] == '\0') break;  /* the script, or "-" */
+    if (strcmp(a, "--mpi") == 0) {
+      c->flags |= OPT_MPI;
+      continue;
+    }
     switch (a[1]) {
       case '-':  /* "--": the next argument is the script */
         if (a[2] != '\0') ok = 0;
@@ -477,6 +487,7 @@ static void set_arg_table(lua_State *L, int argc, char **argv, int script) {
 /* Runs -e, -l and -W in command-line order; stops at the first error. */
 static int run_options(lua_State *L, char **argv, int optend) {
   for (int i = 1; i < optend; i++) {
+    if (strcmp(argv[i], "--mpi") == 0) continue;
     char opt = argv[i][1];
     if (opt == 'e' || opt == 'l') {
       const char *val = argv[i][2] != '\0' ? argv[i] + 2 : argv[++i];
@@ -511,6 +522,13 @@ static int interpreter_main(lua_State *L) {
   set_arg_table(L, argc, argv, c.script);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0);  /* lua5.4's mode, so both interpreters agree */
+  /* Before LUA_INIT and -e: on the serving ranks of an MPI job the require
+  ** never returns, and no user code runs there. Without a launcher it says
+  ** so, once, and the script runs with a world of one rank. */
+  if ((c.flags & OPT_MPI) &&
+      run_string(L, "require('futures.mpi')._announce('lua-futures --mpi')",
+                 "=--mpi") != LUA_OK)
+    return 0;
   if (!(c.flags & OPT_NOENV) && run_init(L) != LUA_OK) return 0;
   if (!run_options(L, argv, c.optend)) return 0;
   if (c.script > 0 && run_script(L, argv, c.script) != LUA_OK) return 0;

@@ -21,10 +21,12 @@ futures.deserialize = core.deserialize
 
 for name, class in pairs(core.errors) do futures[name] = class end
 
-local BASES = { BrokenThreadPool = "BrokenExecutor", BrokenProcessPool = "BrokenExecutor" }
+local BASES = { BrokenThreadPool = "BrokenExecutor", BrokenProcessPool = "BrokenExecutor",
+  BrokenMPIPool = "BrokenExecutor" }
 
 --- Is `err` a runtime error of `class` (a class such as futures.TimeoutError,
--- or its name)? BrokenThreadPool and BrokenProcessPool are BrokenExecutors.
+-- or its name)? BrokenThreadPool, BrokenProcessPool and BrokenMPIPool are
+-- BrokenExecutors.
 function futures.iserror(err, class)
   if rawequal(err, futures) then
     error("bad argument #1 to 'iserror' (got the futures module; call it with '.': "
@@ -252,6 +254,9 @@ local POOL_OPTIONS = {
   worker = of_type("string"),
   return_functions = of_type("boolean"),
   grace = positive_number,
+  -- MPI pools only:
+  spawn = positive_integer(4096),
+  spawn_timeout = positive_number,
 }
 
 local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true,
@@ -295,6 +300,28 @@ function futures.ProcessPoolExecutor(opts)
   check_dot(opts, "ProcessPoolExecutor")
   local o = pool_options(opts, "ProcessPoolExecutor", PROCESS_OPTIONS, core.cpu_count())
   local ok, ex = pcall(core.process_pool, o)
+  if not ok then reraise(ex, 2, true) end
+  return ex
+end
+
+--- MPIPoolExecutor{ max_workers, initializer, initargs, max_tasks_per_child,
+--- worker, max_depth, return_functions, task_timeout, max_memory, grace,
+--- spawn, spawn_timeout } (docs/mpi.md); a number is max_workers. Loads
+--- futures.mpi, which on the ranks other than 0 of an MPI job serves tasks
+--- and ends the process instead of returning.
+local MPI_OPTIONS = { max_workers = true, initializer = true, initargs = true,
+  max_tasks_per_child = true, worker = true, max_depth = true, return_functions = true,
+  task_timeout = true, max_memory = true, grace = true, spawn = true, spawn_timeout = true }
+
+function futures.MPIPoolExecutor(opts)
+  check_dot(opts, "MPIPoolExecutor")
+  local o = pool_options(opts, "MPIPoolExecutor", MPI_OPTIONS, nil)
+  local found, mpi = pcall(require, "futures.mpi")
+  if not found then
+    error("MPIPoolExecutor: futures.mpi cannot be loaded (lua-futures was built without "
+      .. "MPI, or the module is not on package.cpath): " .. tostring(mpi), 2)
+  end
+  local ok, ex = pcall(mpi.pool, o)
   if not ok then reraise(ex, 2, true) end
   return ex
 end

@@ -73,15 +73,20 @@ describe("MPIPoolExecutor, when a task's worker process dies", function()
     assert.is_true(futures.iserror(err, futures.BrokenMPIPool))
   end)
 
-  it("fails what runs with kill_workers' signal, and breaks the pool", function()
+  it("fails what runs with kill_workers' signal, and what waits too, and breaks the pool", function()
     for _, how in ipairs { { "kill_workers", 9, "SIGKILL" }, { "terminate_workers", 15, "SIGTERM" } } do
       local ex <close> = futures.MPIPoolExecutor()
-      local f = ex:submit(futures.sleep, 10)
-      assert.is_true(helpers.eventually(function() return f:running() end, 5))
+      local fs = {}
+      for i = 1, 6 do fs[i] = ex:submit(futures.sleep, 10) end   -- 2 run, some wait on the ranks
+      assert.is_true(helpers.eventually(function() return fs[1]:running() and fs[2]:running() end, 5))
+      futures.sleep(0.1)
       ex[how[1]](ex)
-      local err = helpers.error_of(f.result, f, 20)
+      local err = helpers.error_of(fs[1].result, fs[1], 20)
       assert.is_true(futures.iserror(err, futures.BrokenMPIPool))
       assert.matches(("signal %d %%(%s%%)"):format(how[2], how[3]), err.message)
+      for i = 2, 6 do
+        assert.is_true(futures.iserror(helpers.error_of(fs[i].result, fs[i], 20), futures.BrokenMPIPool))
+      end
       err = helpers.error_of(ex.submit, ex, function() end)
       assert.matches("the pool's workers were sent signal", err.message)
     end

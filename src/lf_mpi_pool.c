@@ -4,14 +4,15 @@
 ** that runs every such pool of the process from the MPI thread. A serving
 ** rank runs one task at a time, whatever pool it comes from. A task goes to
 ** the least-loaded rank: one that runs nothing (the one that went idle last
-** first, since its loop is still awake), else, to wait there, one that
-** runs a task of the same pool and has none waiting: it starts there as
-** soon as that one ends, without a round trip. A waiting task is still
-** PENDING (cancel works) and goes back to the pool's queue when another
-** rank becomes free first (a reclaim), so a slow task holds up at most one
-** other. A task travels as one TASK frame with the encoded call; the rank
-** answers with one RESULT frame whose bytes become the future's result as
-** they are, decoded later under the pool's trust rules.
+** first, since its loop is still awake), else, to wait there, the one with
+** the fewest waiting (LF_MPI_DEPTH at most) among those that run a task of
+** the same pool: it starts there as soon as the one before ends, without a
+** round trip. A waiting task is still PENDING (cancel works) and goes back
+** to the pool's queue when another rank becomes free first while the pool
+** has nothing queued (a reclaim), so a slow task holds up nothing for long.
+** A task travels as one TASK frame with the encoded call; the rank answers
+** with one RESULT frame whose bytes become the future's result as they
+** are, decoded later under the pool's trust rules.
 **
 ** Threads: submit, shutdown, kill_workers and describe run on any thread,
 ** join on the owner's; they touch the pools under the engine's mutex

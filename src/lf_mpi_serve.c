@@ -496,6 +496,18 @@ static int answer_done(void) {
       answer(t, next != NULL && next->wait ? id : 0);
       free_task(t);
       n++;
+    } else {
+      /* One that waited in its local pool ended there without running:
+      ** the pool broke (kill_workers) and failed it. Answered as it is. */
+      ltask *prev = NULL;
+      for (t = srv.waiting; t != NULL && t->f != f; prev = t, t = t->next) {}
+      if (t != NULL) {
+        if (prev) prev->next = t->next; else srv.waiting = t->next;
+        if (srv.wtail == t) srv.wtail = prev;
+        answer(t, 0);
+        free_task(t);
+        n++;
+      }
     }
     api->future_release(f);   /* the inbox's reference */
   }

@@ -125,6 +125,9 @@ def median(xs):
 
 
 def pool(kind, n):
+    """A pool of `kind`; "mpi" (lua-futures' MPIPoolExecutor rows) is a
+    ProcessPoolExecutor: concurrent.futures has no MPI pool, and
+    mpi4py.futures is not what Python users have at hand."""
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=n)
     return ProcessPoolExecutor(max_workers=n)

@@ -148,11 +148,25 @@ function M.median(t)
   return (s[n // 2] + s[n // 2 + 1]) / 2
 end
 
---- Make a pool of `kind` ("thread" or "process") with n workers. For the
--- process pool, returns nil and why when it is missing or fails to start
--- (the bench then reports n/a instead of failing).
+--- Make a pool of `kind` ("thread", "process" or "mpi") with n workers. For
+-- the process pool, returns nil and why when it is missing or fails to start
+-- (the bench then reports n/a instead of failing). An MPI pool needs the
+-- script to be rank 0 of an MPI job with serving ranks (bench/run.lua
+-- starts it so); its n workers are n serving ranks.
 function M.pool(kind, n)
   if kind == "thread" then return futures.ThreadPoolExecutor{ max_workers = n } end
+  if kind == "mpi" then
+    local found, mpi = pcall(require, "futures.mpi")
+    if not found then return nil, "futures.mpi is not available: " .. tostring(mpi) end
+    local world = mpi.world()
+    if world.mode ~= "world" or world.size <= n then
+      return nil, ("not rank 0 of an MPI job with %d serving ranks (mode %s, %d ranks)")
+        :format(n, world.mode, world.size)
+    end
+    local ex = futures.MPIPoolExecutor{ max_workers = n }
+    assert(ex:submit(M.ident, 1):result(30) == 1)   -- as for a process pool
+    return ex
+  end
   if not futures.ProcessPoolExecutor then
     return nil, "futures.ProcessPoolExecutor is not available in this build"
   end

@@ -8,7 +8,9 @@
 -- the figure is the median over `inner` rounds. Measured side by side like
 -- this, a slow spell of the machine (a busy neighbour) hits both terms of a
 -- ratio instead of deciding it.
--- params: n, tasks, workers ("1,2,..."), pools ("thread,process"), inner
+-- params: n, tasks, workers ("1,2,..."), pools ("thread,process", or
+-- "mpi" as rank 0 of an MPI job), inner, seq_id (the sequential figure's
+-- id: cpu.seq_ms)
 local B = dofile(arg[0]:match("^(.*)/") .. "/common.lua")
 local p = B.params()
 local n, ntasks = p.n or 500000, p.tasks or 16
@@ -52,7 +54,7 @@ for r = 1, inner do
   end
 end
 
-B.emit("cpu.seq_ms", B.median(seqs) * 1e3)
+B.emit(p.seq_id or "cpu.seq_ms", B.median(seqs) * 1e3)
 for _, c in ipairs(configs) do
   if c.ex then
     c.ex:shutdown()

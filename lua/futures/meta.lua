@@ -31,6 +31,7 @@
 ---| "Empty"              # Queue get timed out, or get_nowait on an empty queue
 ---| "Full"               # Queue put timed out, or put_nowait on a full queue
 ---| "Closed"             # put on a closed Queue, or get on a closed and empty one
+---| "BrokenMPIPool"      # an MPI pool's initializer failed, a rank's worker died, or a rank died (a BrokenExecutor)
 
 ---An error class: the metatable of the errors of one type, with that
 ---`type`; give it to `futures.iserror`.
@@ -65,6 +66,22 @@
 ---@field max_memory? integer      # bytes of Lua heap per worker process (at least 1 MiB)
 ---@field grace? number            # seconds a worker has to stop a task before it is killed (default 1)
 ---@field worker? string               # path of the worker interpreter (default: found next to the module, or LUA_FUTURES_WORKER)
+
+---Options of `futures.MPIPoolExecutor` (docs/mpi.md). A number `n` stands
+---for `{ max_workers = n }`.
+---@class futures.MPIPoolOptions
+---@field max_workers? integer         # default: every serving rank
+---@field initializer? function        # run once in each worker process of each rank
+---@field initargs? any[]              # arguments of initializer
+---@field max_tasks_per_child? integer # replace a rank's worker after this many tasks
+---@field worker? string               # path of the interpreter that runs tasks, on every machine
+---@field max_depth? integer           # deepest nesting of arguments and results (1-1000, default 200)
+---@field return_functions? boolean    # results may carry Lua functions (default false)
+---@field task_timeout? number         # seconds each task may run; then TimeoutError
+---@field max_memory? integer          # bytes of Lua heap per worker process (at least 1 MiB)
+---@field grace? number                # seconds a worker has to stop a task before it is killed (default 1)
+---@field spawn? integer               # no MPI launcher: spawn this many serving ranks
+---@field spawn_timeout? number        # seconds a spawn may take before it is an error (default 30)
 
 ---Options of `ex:map`, given as its last argument.
 ---@class futures.MapOptions
@@ -181,7 +198,7 @@ local Executor = {}
 
 ---Schedules `fn(...)` on a worker and returns its future. The function, its
 ---upvalues and the arguments are copied to the worker. Raises after
----shutdown, a `BrokenThreadPool`/`BrokenProcessPool` error when the pool is
+---shutdown, a `BrokenThreadPool`/`BrokenProcessPool`/`BrokenMPIPool` error when the pool is
 ---broken, and a transfer error for a value that cannot travel.
 ---@param fn function
 ---@param ... any
@@ -321,6 +338,7 @@ function SharedArray:kind() end
 ---@field Empty futures.ErrorClass
 ---@field Full futures.ErrorClass
 ---@field Closed futures.ErrorClass
+---@field BrokenMPIPool futures.ErrorClass
 local futures = {}
 
 ---An executor whose workers are native threads, each with its own lua_State.
@@ -333,6 +351,15 @@ function futures.ThreadPoolExecutor(opts) end
 ---@param opts? futures.ProcessPoolOptions|integer
 ---@return futures.Executor
 function futures.ProcessPoolExecutor(opts) end
+
+---An executor whose workers are the ranks of an MPI job (mpiexec -n N
+---lua-futures --mpi script.lua): each task runs in a worker process of a
+---serving rank, and one that dies fails only its task. Loading it makes the
+---ranks other than 0 serve (the call never returns there); without a
+---launcher it is a ProcessPoolExecutor with the same options.
+---@param opts? futures.MPIPoolOptions|integer
+---@return futures.Executor
+function futures.MPIPoolExecutor(opts) end
 
 ---A future that no executor owns, to be completed with set_result or
 ---set_exception.
@@ -369,8 +396,8 @@ function futures.Queue(opts) end
 function futures.SharedArray(kind, n) end
 
 ---Whether `err` is a runtime error of `class` (a class such as
----`futures.TimeoutError`, or its name). BrokenThreadPool and
----BrokenProcessPool errors are BrokenExecutor errors too.
+---`futures.TimeoutError`, or its name). BrokenThreadPool,
+---BrokenProcessPool and BrokenMPIPool errors are BrokenExecutor errors too.
 ---@param err any
 ---@param class futures.ErrorClass|futures.ErrorType
 ---@return boolean

@@ -253,9 +253,9 @@ san_check = @if [ -n "$$(ls -A $(call SAN_REPORTS,$(1)) 2>/dev/null)" ]; then \
   echo "sanitize: $$(ls $(call SAN_REPORTS,$(1)) | wc -l) report(s) in $(call SAN_REPORTS,$(1))"; \
   exit 1; else echo "sanitize: no report from $(1)"; fi
 
-.PHONY: sanitize sanitize-asan sanitize-tsan valgrind faults
+.PHONY: sanitize sanitize-asan sanitize-tsan sanitize-mpi valgrind faults
 
-sanitize: sanitize-asan sanitize-tsan
+sanitize: sanitize-asan sanitize-tsan sanitize-mpi
 
 sanitize-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan EXE=build/asan/lua-futures \
@@ -278,6 +278,41 @@ sanitize-tsan: deps
 	  $(LUA) tools/runspecs.lua $(BUSTED) build/tsan/lua-futures -- \
 	  --cpath=./build/tsan/?.so $(SAN_SKIP) $(SAN_SPECS)
 	$(call san_check,build/tsan)
+
+# sanitize-mpi: the MPI specs (spec/mpi_*_spec.lua but the launch one) as
+#   rank 0 of `mpiexec -n 3`, with the ASan/UBSan interpreter and
+#   futures/mpi.so, then with the TSan ones: every rank and every rank's
+#   worker process is instrumented. Open MPI is not: what it leaks at
+#   MPI_Finalize and how its own threads lock are suppressed
+#   (tools/sanitize/lsan-mpi.supp, tsan-mpi.supp; LeakSanitizer needs the
+#   slow unwinder to see through libmpi's frames). Skipped without MPI.
+MPI_SAN_SPECS = $(filter-out spec/mpi_launch_spec.lua,$(wildcard spec/mpi_*_spec.lua))
+MPI_SAN_RUN   = $(MPI_ENV) LUA_CPATH_5_4='./build/$(1)/?.so;;' \
+  LUA_FUTURES_SPEC_INTERP=build/$(1)/lua-futures $(MPIEXEC) -n $(MPI_NP) \
+  build/$(1)/lua-futures --mpi $$(command -v $(BUSTED)) --ignore-lua \
+  --cpath=./build/$(1)/?.so $(MPI_SAN_SPECS)
+
+sanitize-mpi: deps
+ifneq ($(and $(MPI_MODULE),$(MPIEXEC)),)
+	@$(MAKE) --no-print-directory BUILD=build/asan EXE=build/asan/lua-futures \
+	  CFLAGS="$(ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+	  build/asan/lua-futures build/asan/futures/mpi.so
+	@rm -rf $(call SAN_REPORTS,build/asan-mpi) && mkdir -p $(call SAN_REPORTS,build/asan-mpi)
+	ASAN_OPTIONS=detect_leaks=1:handle_segv=0:fast_unwind_on_malloc=0:log_path=$(call SAN_REPORTS,build/asan-mpi)/asan \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tools/sanitize/lsan.supp:suppressions=$(CURDIR)/tools/sanitize/lsan-mpi.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(call SAN_REPORTS,build/asan-mpi)/ubsan \
+	  $(call MPI_SAN_RUN,asan)
+	$(call san_check,build/asan-mpi)
+	@$(MAKE) --no-print-directory BUILD=build/tsan EXE=build/tsan/lua-futures \
+	  CFLAGS="$(TSAN_FLAGS)" LDFLAGS="-fsanitize=thread" build/tsan/lua-futures \
+	  build/tsan/futures/mpi.so
+	@rm -rf $(call SAN_REPORTS,build/tsan-mpi) && mkdir -p $(call SAN_REPORTS,build/tsan-mpi)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 handle_segv=0 log_path=$(call SAN_REPORTS,build/tsan-mpi)/tsan suppressions=$(CURDIR)/tools/sanitize/tsan-mpi.supp" \
+	  $(call MPI_SAN_RUN,tsan)
+	$(call san_check,build/tsan-mpi)
+else
+	@echo "sanitize-mpi: skipped: $(MPI_SKIP_WHY)"
+endif
 
 # valgrind: memcheck over VG_SPECS (the thread, future, wait, bad-input,
 #   process-pool, queue and shared-array specs, and the stress spec at 1/50

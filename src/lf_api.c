@@ -25,7 +25,7 @@ static const lf_api api = {
   lf_future_finish, lf_future_decode_with, lf_future_fail,
   lf_future_run_by, lf_future_swap_call, lf_future_cancel,
   lf_future_interrupt,
-  lf_inbox_new, lf_inbox_release, lf_inbox_close, lf_inbox_watch,
+  lf_inbox_new, lf_inbox_close, lf_inbox_watch,
   lf_inbox_pop, lf_inbox_pollfd, lf_inbox_drain,
   lf_executor_init, lf_executor_retain, lf_executor_release,
   lf_executor_mark_broken, lf_executor_free_broken, lf_process_pool_new,

@@ -60,8 +60,7 @@ typedef struct lf_api {
   int (*future_interrupt)(lf_future *f, int why);
   /* inboxes: completed futures queued for whoever watches them */
   lf_inbox *(*inbox_new)(void);
-  void (*inbox_release)(lf_inbox *ib);
-  void (*inbox_close)(lf_inbox *ib);
+  void (*inbox_close)(lf_inbox *ib);   /* drops the creator's reference */
   int (*inbox_watch)(lf_inbox *ib, lf_future *f);
   lf_future *(*inbox_pop)(lf_inbox *ib);
   int (*inbox_pollfd)(lf_inbox *ib);

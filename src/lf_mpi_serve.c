@@ -600,7 +600,9 @@ int lf_mpi_serve(MPI_Comm comm, int rank) {
   if (srv.inbox == NULL || srv.fd < 0 || lf_mpi_link_open(&srv.link, comm) != 0) {
     fprintf(stderr, "lua-futures: MPI rank %d cannot serve: %s\n", rank,
             srv.link.error[0] ? srv.link.error : "not enough memory");
-    return -1;
+    if (srv.inbox != NULL) api->inbox_close(srv.inbox);
+    if (srv.S != NULL) api->close_state(srv.S);
+    return -1;   /* rank 0 never hears from this rank: the job must end */
   }
   hello();
   double last = lf_now();
@@ -632,8 +634,7 @@ int lf_mpi_serve(MPI_Comm comm, int rank) {
   }
   wind_down();
   lf_mpi_link_close(&srv.link, failed ? 0.0 : 5.0);
-  api->inbox_close(srv.inbox);
-  api->inbox_release(srv.inbox);
+  api->inbox_close(srv.inbox);   /* and drops it */
   if (srv.S != NULL) api->close_state(srv.S);
   return failed ? -1 : 0;
 }

@@ -23,10 +23,10 @@
 **
 ** Ownership: the server owns its local pools (the owner's reference of
 ** each, dropped once the pool is joined), the waiting tasks and their
-** calls, one reference to the local future of the running task (the inbox
-** hands over another when the future completes; both are dropped once the
-** RESULT is sent), and its scratch state. A RESULT takes the future's
-** outcome bytes.
+** calls (or copies), one reference to each local future it submitted, the
+** running task's and those waiting in a local pool (the inbox hands over
+** another when a future completes; both are dropped once the RESULT is
+** sent), and its scratch state. A RESULT takes the future's outcome bytes.
 */
 #include <errno.h>
 #include <signal.h>

@@ -252,6 +252,31 @@ metric("array.write_ns", "SharedArray a[i] = v, per element", "ns", "lower")
 metric("table.write_ns", "table t[i] = v, same loop", "ns", "lower")
 metric("array.write_ratio", "a[i] write / t[i] write", "x", "lower", { "<=", 3 })
 
+-- Waits when cores are scarce (thread pool): the default pool, more
+-- workers than cores, and the same with one other busy process running.
+-- A target whose third field is "python" is a ratio to Python's figure.
+metric("default.map1_us", "default thread pool: map chunksize 1, per item", "us", "lower",
+  { ">=", 5, "python" })
+metric("default.rt_us", "default thread pool: submit→result round trip", "us", "lower",
+  { ">=", 5, "python" })
+for _, w in ipairs { 2, 4, 16 } do
+  local name = ("thread pool, %d workers: round trip"):format(w)
+  metric(("rt.w%d.p50_us"):format(w), name .. ", p50 of runs", "us", "lower")
+  metric(("rt.w%d.worst_us"):format(w), name .. ", worst run", "us", "lower")
+  if w ~= 2 then
+    metric(("rt.w%d_over_w2"):format(w), ("thread pool: round trip p50, %d workers / 2"):format(w),
+      "x", "lower", { "<=", 2 })
+  end
+end
+metric("busy.default.map1_us", "one busy process: default pool, map chunksize 1", "us", "lower")
+metric("busy.default.rt_us", "one busy process: default pool, round trip", "us", "lower")
+for _, w in ipairs { 2, 4, 16 } do
+  local name = ("one busy process: %d workers, round trip"):format(w)
+  metric(("busy.rt.w%d.p50_us"):format(w), name .. ", p50 of runs", "us", "lower",
+    w == 2 and { ">=", 3, "python" } or nil)
+  metric(("busy.rt.w%d.worst_us"):format(w), name .. ", worst run", "us", "lower")
+end
+
 local BY_ID = {}
 for _, m in ipairs(METRICS) do BY_ID[m.id] = m end
 
@@ -296,6 +321,12 @@ local RUNS = {
   { name = "memory-process", script = "memory",
     args = { pool = PR, workers = CPUS, pending = 20000 },
     quick = { args = { pending = 5000 }, python = false } },
+  { name = "contention", script = "contention",
+    args = { rt = 2000, runs = 15, map1 = 20000, workers = "2,4,16" },
+    quick = { args = { rt = 500, runs = 5, map1 = 4000 } } },
+  { name = "contention-busy", script = "contention", busy = true,
+    args = { rt = 2000, runs = 9, map1 = 20000, workers = "2,4,16", busy = 1 },
+    quick = { args = { rt = 500, runs = 3, map1 = 4000 } } },
   { name = "eventloop", script = "eventloop",
     args = { workers = CPUS, lat = 2000, rt = 2000, n = 10000 },
     quick = { args = { lat = 500, rt = 500 }, python = false } },
@@ -371,6 +402,18 @@ local function workload_cmd(run, impl, args)
   return ("%s %s %s"):format(opts.python_cmd, q(BENCH .. "/py/" .. run.script .. ".py"), argstr)
 end
 
+--- Start one other CPU-bound process (an endless Lua loop) for the runs
+-- marked busy; returns a function that stops it.
+local function start_busy_process()
+  local p = assert(io.popen(("exec sh -c 'echo $$; exec %s -e \"while true do end\"'")
+    :format(q(EXE):gsub("'", "'\\''"))))
+  local pid = p:read("l")
+  return function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    p:close()
+  end
+end
+
 --- Run every selected workload, opts.reps times, both languages interleaved.
 -- Returns samples[id][impl] = { values... }, and per-run records.
 local function run_all(python)
@@ -401,7 +444,9 @@ local function run_all(python)
         if not done[impl] then
           local cmd = workload_cmd(run, impl, args)
           rec[impl].command = cmd
+          local stop_busy = run.busy and start_busy_process()
           local r = run_cmd(cmd)
+          if stop_busy then stop_busy() end
           table.insert(rec[impl].seconds, r.seconds)
           if opts.verbose then
             for _, line in ipairs(r.extra) do log("    %s| %s", impl, line) end
@@ -442,11 +487,15 @@ local function target_text(m)
   if not m.target then return nil end
   local op = ({ ["<="] = "≤", [">="] = "≥", ["<"] = "<", [">"] = ">" })[m.target[1]]
   local v = ("%g"):format(m.target[2])
+  if m.target[3] == "python" then return op .. " " .. v .. "x Python" end
   return op .. " " .. (m.unit == "x" and v .. "x" or v .. " " .. UNIT[m.unit])
 end
 
-local function meets(m, v)
-  if not m.target or v == nil then return nil end
+-- Whether figure v (ours) or, for a target on the ratio, the ratio meets it.
+local function meets(m, v, ratio)
+  if not m.target then return nil end
+  if m.target[3] == "python" then v = ratio end
+  if v == nil then return nil end
   local op, t = m.target[1], m.target[2]
   if op == "<=" then return v <= t elseif op == "<" then return v < t
   elseif op == ">=" then return v >= t else return v > t end
@@ -475,8 +524,9 @@ local function summarize(samples)
       end
       out[#out + 1] = {
         id = m.id, label = m.label, unit = m.unit, better = m.better,
-        target = m.target and { op = m.target[1], value = m.target[2] } or nil,
-        meets_target = meets(m, ours and ours.median),
+        target = m.target and { op = m.target[1], value = m.target[2],
+                                of = m.target[3] == "python" and "ratio" or "ours" } or nil,
+        meets_target = meets(m, ours and ours.median, ratio),
         ours = ours, python = py, ratio = ratio,
       }
     end

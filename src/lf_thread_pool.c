@@ -490,7 +490,7 @@ lf_executor *lf_thread_pool_new(const lf_pool_config *cfg) {
     return NULL;
   }
   lf_executor_init(&p->base, &pool_ops, cfg);
-  LF_CHECK(pthread_mutex_init(&p->mu, NULL));
+  lf_mutex_init_hot(&p->mu);
   lf_cond_init(&p->work_cv);
   lf_cond_init(&p->exit_cv);
   lf_queue_init(&p->queue);

@@ -268,6 +268,12 @@ for _, w in ipairs { 2, 4, 16 } do
       "x", "lower", { "<=", 2 })
   end
 end
+metric("thread.stop_p50_ms", "thread pool: interrupt a running loop, p50", "ms", "lower", { "<=", 10 })
+metric("thread.stop_worst_ms", "thread pool: interrupt a running loop, worst", "ms", "lower")
+metric("process.stop_p50_ms", "process pool: interrupt a running loop, p50", "ms", "lower", { "<=", 20 })
+metric("process.stop_worst_ms", "process pool: interrupt a running loop, worst", "ms", "lower")
+metric("process.stuck_over_grace_ms", "process pool: worker stuck in C replaced, past grace",
+  "ms", "lower", { "<=", 50 })
 metric("busy.default.map1_us", "one busy process: default pool, map chunksize 1", "us", "lower")
 metric("busy.default.rt_us", "one busy process: default pool, round trip", "us", "lower")
 for _, w in ipairs { 2, 4, 16 } do
@@ -281,7 +287,9 @@ local BY_ID = {}
 for _, m in ipairs(METRICS) do BY_ID[m.id] = m end
 
 -- The workload runs: script, parameters (the same for both languages), and
--- what --quick changes. python = false: the twin is skipped in quick mode.
+-- what --quick changes. python = false: the workload has no twin (in
+-- `quick`: the twin is skipped in quick mode). busy = true: one other
+-- CPU-bound process runs beside every run of it, ours and Python's.
 local function curve_arg() return table.concat(CURVE, ",") end
 local RUNS = {
   { name = "primes", script = "primes", args = { workers = CPUS },
@@ -327,6 +335,10 @@ local RUNS = {
   { name = "contention-busy", script = "contention", busy = true,
     args = { rt = 2000, runs = 9, map1 = 20000, workers = "2,4,16", busy = 1 },
     quick = { args = { rt = 500, runs = 3, map1 = 4000 } } },
+  { name = "stop-thread", script = "stop", python = false,
+    args = { pool = TH, n = 50 }, quick = { args = { n = 10 } } },
+  { name = "stop-process", script = "stop", python = false,
+    args = { pool = PR, n = 50, grace = 0.2 }, quick = { args = { n = 10 } } },
   { name = "eventloop", script = "eventloop",
     args = { workers = CPUS, lat = 2000, rt = 2000, n = 10000 },
     quick = { args = { lat = 500, rt = 500 }, python = false } },
@@ -429,7 +441,7 @@ local function run_all(python)
   for n, run in ipairs(selected) do
     local args = {}
     for k, v in pairs(run.args) do args[k] = v end
-    local with_python = python ~= nil
+    local with_python = python ~= nil and run.python ~= false
     if opts.quick then
       for k, v in pairs(run.quick and run.quick.args or {}) do args[k] = v end
       if run.quick and run.quick.python == false then with_python = false end

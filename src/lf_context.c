@@ -126,6 +126,9 @@ int lf_run_callbacks(lua_State *L) {
   /* A callback that calls result() enters here again: the outer call runs
   ** everything, so the inner one returns at once (no deep recursion). */
   if (ctx == NULL || ctx->draining) return 0;
+  /* The common case, on every submit and result: nothing registered, so
+  ** nothing can be due (the inbox only ever gets futures counted here). */
+  if (ctx->npending == 0 && ctx->helper == NULL && !ctx->told) return 0;
   ctx->draining = 1;
   int ran = ctx->helper != NULL ? lf_run_callbacks(ctx->helper) : 0;
   lf_future *f;

@@ -1177,6 +1177,7 @@ static void tend_stops_locked(lf_ppool *p, int *timeout) {
     }
     if (atomic_exchange(&w->stop_task, NULL) == f && w->kill_at == 0) {
       union sigval v;
+      memset(&v, 0, sizeof v);   /* the kernel copies all of it */
       v.sival_int = (int)w->seq;
       sigqueue(w->pid, LF_STOP_SIGNAL, v);   /* not reaped: still ours */
       w->kill_at = now + p->grace;

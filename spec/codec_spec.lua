@@ -170,6 +170,50 @@ describe("codec values", function()
     end
   end)
 
+  it("keeps integer keys apart from strings that look like them", function()
+    local r = roundtrip({ 1, 2, 3, 4, ["5"] = "five", ["1"] = "one" })
+    assert.equals(4, #r)
+    assert.is_nil(r[5])
+    assert.equals("five", r["5"])
+    assert.equals("one", r["1"])
+    assert.equals(1, r[1])
+  end)
+
+  it("keeps the holes of an array part, near and far apart", function()
+    local t = { 1, nil, 3, nil, nil, 6 }
+    t[40] = 40                              -- far past the last one
+    for _, v in ipairs { t, { nil, nil, 3 }, { 1.5, nil, "s", nil, 5 } } do
+      local r = roundtrip(v)
+      for k, x in pairs(v) do assert.equals(x, r[k]) end
+      for k, x in pairs(r) do assert.equals(x, v[k]) end
+    end
+    local seq = {}
+    for i = 1, 100 do seq[i] = i end
+    assert.equals(100, #roundtrip(seq))
+  end)
+
+  it("keeps integer keys that a table stores among its other keys", function()
+    -- keys 1..3 go into free nodes of the hash part: no array part at all
+    local t = { x = 1, y = 2, z = 3, w = 4 }
+    t[1], t[2], t[3] = "a", "b", "c"
+    local r = roundtrip(t)
+    for k, v in pairs(t) do assert.equals(v, r[k]) end
+    for k, v in pairs(r) do assert.equals(v, t[k]) end
+    assert.equals(3, #r)
+  end)
+
+  it("widens a packed run as its numbers grow, at any point", function()
+    local t = {}
+    for i = 1, 1000 do t[i] = i % 100 end
+    t[1001], t[1002], t[1003], t[1004] = 300, -70000, 2 ^ 40 | 0, 5
+    local r = roundtrip(t)
+    for i = 1, #t do
+      assert.equals(t[i], r[i])
+      assert.equals("integer", math.type(r[i]))
+    end
+    assert.equals(#t, #r)
+  end)
+
   it("keeps cycles and shared references within one transfer", function()
     local shared = { "shared" }
     local t = { a = shared, b = shared, list = { shared, shared } }

@@ -523,6 +523,53 @@ describe("codec shared handles", function()
   end)
 end)
 
+describe("codec long strings within the process", function()
+  -- Strings of 64 KB or more are lent: the encoding points at the source
+  -- string, and the target copies its bytes once (docs/codec.md).
+  local function bytes(n)
+    local t = {}
+    for i = 0, 255 do t[#t + 1] = string.char(i) end
+    local all = table.concat(t)
+    return all:rep(n // 256 + 1):sub(1, n)
+  end
+
+  it("arrive with every byte, in this state and in another", function()
+    local s = bytes(200000)
+    assert.equals(s, T.codec_local(s))
+    local function echo(x) return x end
+    assert.equals(s, T.codec_call(echo, s))
+    local function len(x) return #x, x:byte(1), x:byte(-1) end
+    local n, first, last = T.codec_call(len, s)
+    assert.equals(200000, n)
+    assert.equals(0, first)
+    assert.equals(s:byte(-1), last)
+  end)
+
+  it("decode to equal strings where one string is used twice", function()
+    local s, u = bytes(100000), bytes(100001)
+    local function echo(...) return ... end
+    local r, x, y = T.codec_call(echo, { a = s, b = s, u }, s, u)
+    assert.equals(s, r.a)
+    assert.equals(r.a, r.b)
+    assert.equals(s, x)
+    assert.equals(u, y)
+    assert.equals(u, r[1])
+  end)
+
+  it("are copied when short", function()
+    local s = bytes(1000)
+    local function echo(x) return x end
+    assert.equals(s, T.codec_call(echo, s))
+    assert.equals(s, T.codec_local(s))
+  end)
+
+  it("never leave the process: a decoder of outside data refuses them", function()
+    local s = T.codec_encode("lend", bytes(70000))
+    assert.matches("shared handle outside its process", error_of(deserialize, s))
+    assert.equals(70000, #deserialize(serialize(bytes(70000))))
+  end)
+end)
+
 describe("codec limits", function()
   local function nest(n)
     local t = {}

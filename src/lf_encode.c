@@ -23,6 +23,7 @@
 #include "lauxlib.h"
 
 #include "lf_codec.h"
+#include "lf_lend.h"
 #include "lf_names.h"
 #include "lf_wire.h"
 
@@ -682,6 +683,26 @@ LF_COLD static void enc_userdata(enc *e, int idx) {
   enc_fail(e, "userdata");
 }
 
+/* Encodes the long string s at idx as a loan (lf_lend.h), or as a T_REF
+** to the loan of this transfer that lends it already. Returns 0 when the
+** state lends no more (it is closing): the caller copies the bytes.
+** [-0, +0, v] */
+LF_NOINLINE static int enc_lent(enc *e, int idx, const char *s, size_t len) {
+  idmap_slot *slot = enc_seen(e, s);
+  if (slot == NULL) return 1;
+  lf_loan *loan = lf_lend(e->L, idx, e->b);
+  if (loan == NULL) return 0;
+  enc_record(e, slot, s);
+  unsigned char *p = enc_reserve(e, 1 + 8 + 10), *q = p + 9;
+  p[0] = T_LENT;
+  wr64(p + 1, (uint64_t)(uintptr_t)loan);
+  while (len >= 0x80) { *q++ = (unsigned char)(len | 0x80); len >>= 7; }
+  *q++ = (unsigned char)len;
+  e->b->len += (size_t)(q - p);
+  e->flags |= FLAG_HANDLES;
+  return 1;
+}
+
 /* Encodes the value at idx (an absolute index). [-0, +0, v] */
 static void enc_value(enc *e, int idx) {
   lua_State *L = e->L;
@@ -695,6 +716,9 @@ static void enc_value(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
+      if (len >= LF_LEND_MIN && e->o->in_process == LF_CODEC_LEND &&
+          enc_lent(e, idx, s, len))
+        return;
       unsigned char *p = enc_reserve(e, 11 + len), *q = p + 1;
       size_t v = len;
       p[0] = T_STR;

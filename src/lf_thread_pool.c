@@ -40,6 +40,7 @@
 
 #include "lf_common.h"
 #include "lf_context.h"
+#include "lf_lend.h"
 #include "lf_spin.h"
 #include "lf_state.h"
 #include "lf_task.h"
@@ -85,6 +86,7 @@ static void break_pool(lf_pool *p, const char *why) {
 ** callbacks of futures that complete while it waits for work. */
 enum { CHORE_TRIM = 1, CHORE_CALLBACKS = 2 };
 #define CALLBACK_POLL 0.01   /* seconds between two deliveries when idle */
+#define LEND_GC_MIN ((size_t)1 << 20)   /* see run_task */
 
 /* next_task's answer when the worker has chores to do first. Compared,
 ** never dereferenced. */
@@ -158,6 +160,13 @@ static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
 static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
                     const lf_codec_opts *opts, lf_buf *out) {
   lf_spin_busy(1);
+  /* Strings this state lent to results that are gone now: unanchored,
+  ** they are garbage. When they are a good part of the heap, collect them
+  ** now, so that their memory serves this task's values rather than the
+  ** task taking fresh memory. */
+  size_t lent = lf_lend_collect(L);
+  if (lent >= LEND_GC_MIN && lent >= lf_state_heap(L) / 4)
+    lua_gc(L, LUA_GCCOLLECT);
   lf_task_begin(L, heap);
   int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, opts);
   lf_spin_busy(-1);
@@ -196,6 +205,7 @@ static void *worker_main(void *arg) {
       if (f == NULL) break;
       if (f == CHORES) {
         lf_task_idle(&heap);
+        lf_lend_collect(L);   /* strings lent to results since dropped */
         lf_run_callbacks(L);
         f = NULL;
         continue;
@@ -435,7 +445,7 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
 }
 
 static const lf_executor_ops pool_ops = {
-  "ThreadPoolExecutor", "BrokenThreadPool", 1,
+  "ThreadPoolExecutor", "BrokenThreadPool", LF_CODEC_LEND,
   pool_submit, pool_shutdown, pool_join, pool_run_here, pool_describe,
   pool_destroy,
 };

@@ -193,6 +193,31 @@ describe("ThreadPoolExecutor", function()
     assert.equals(100000, #f:result(0))
   end)
 
+  it("gives back the big blocks a worker kept, once it has been idle a moment", function()
+    local function rss_kb()
+      local h = io.open("/proc/self/status")
+      if not h then return nil end
+      local kb = tonumber(h:read("a"):match("VmRSS:%s*(%d+)"))
+      h:close()
+      return kb
+    end
+    if not rss_kb() then return end       -- Linux only
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    ex:submit(function() end):result(10)
+    collectgarbage(); collectgarbage()
+    local before = rss_kb()
+    -- 40 MB made and dropped in the worker: its blocks are kept for the
+    -- next task, then given back
+    local f = ex:submit(function()
+      require("futures").sleep(0.05)
+      return #("x"):rep(20 * 2 ^ 20)
+    end)
+    assert.is_true(helpers.eventually(function() return f:running() or f:done() end, 10))
+    assert.equals(20 * 2 ^ 20, f:result(10))   -- the worker ran it, not this thread
+    assert.is_true(helpers.eventually(function() return rss_kb() < before + 8192 end, 10),
+      ("RSS %d KB, %d KB before"):format(rss_kb(), before))
+  end)
+
   it("does not keep the long strings of results that were read", function()
     local ex <close> = futures.ThreadPoolExecutor(1)
     local s = ("x"):rep(2000000)

@@ -52,9 +52,9 @@ struct lender {
 };
 
 static pthread_mutex_t lend_mu = PTHREAD_MUTEX_INITIALIZER;
-/* Released loans not yet unanchored, in every lender: lets a state that
-** has none skip looking for its lender. */
-static atomic_size_t released_count;
+/* Released loans not yet unanchored, in every lender (lf_lend.h): lets a
+** state that has none skip looking for its lender. */
+atomic_size_t lf_lend_released;
 
 static const char LENDER_KEY = 'l';   /* registry: the state's lender */
 #define LENDER_MT "futures.lender"
@@ -85,7 +85,7 @@ static void loan_release(void *obj) {
     unlink_live(o, ln);
     ln->next = o->released;
     o->released = ln;
-    atomic_fetch_add_explicit(&released_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&lf_lend_released, 1, memory_order_relaxed);
   }
   unlock();
   if (o == NULL) {   /* never anchored (the encode failed), or detached */
@@ -138,7 +138,7 @@ static int lender_gc(lua_State *L) {
     rel = next;
     n++;
   }
-  if (n > 0) atomic_fetch_sub_explicit(&released_count, n, memory_order_relaxed);
+  if (n > 0) atomic_fetch_sub_explicit(&lf_lend_released, n, memory_order_relaxed);
   while (live != NULL) {
     lf_loan *next = live->next;
     detach(live);
@@ -256,7 +256,7 @@ void lf_loan_unpin(lf_loan *ln) {
 }
 
 size_t lf_lend_collect(lua_State *L) {
-  if (atomic_load_explicit(&released_count, memory_order_relaxed) == 0) return 0;
+  if (atomic_load_explicit(&lf_lend_released, memory_order_relaxed) == 0) return 0;
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &LENDER_KEY) != LUA_TUSERDATA) {
     lua_pop(L, 1);
     return 0;
@@ -277,7 +277,7 @@ size_t lf_lend_collect(lua_State *L) {
     ln = next;
     n++;
   }
-  if (n > 0) atomic_fetch_sub_explicit(&released_count, n, memory_order_relaxed);
+  if (n > 0) atomic_fetch_sub_explicit(&lf_lend_released, n, memory_order_relaxed);
   lua_pop(L, 2);
   return bytes;
 }

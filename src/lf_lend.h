@@ -29,6 +29,7 @@
 #ifndef LF_LEND_H
 #define LF_LEND_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "lua.h"
@@ -59,9 +60,18 @@ void lf_loan_unpin(lf_loan *loan);
 ** bytes of the strings they lent (garbage now, unless L holds them some
 ** other way). Cheap (one atomic load) when no state has any. On L's
 ** thread; never raises. A state does it at the end of each collection
-** cycle in which it had strings lent (a sentinel's finalizer), and a
-** thread pool's worker before each task, so that it can collect them
-** at once. [-0, +0, -] */
+** cycle in which it had strings lent (a sentinel's finalizer), at the
+** runtime's entry points (lf_run_callbacks), and a thread pool's worker
+** before each task, so that it can collect them at once. [-0, +0, -] */
 size_t lf_lend_collect(lua_State *L);
+
+/* lf_lend_collect when some state has loans to unanchor (one atomic load
+** otherwise): for the runtime's entry points, so that a state that goes on
+** using futures lets go of what it lent at once. */
+extern atomic_size_t lf_lend_released;
+static inline void lf_lend_collect_if(lua_State *L) {
+  if (atomic_load_explicit(&lf_lend_released, memory_order_relaxed) != 0)
+    lf_lend_collect(L);
+}
 
 #endif

@@ -17,7 +17,7 @@
 **      verify bytecode (crafted bytecode can crash it, a known limit), and
 **      comparison-guided mutation can forge a 64-bit per-function hash in
 **      a resealed input. So the codec's lua_load is routed here (`make
-**      fuzz` compiles lf_codec.c with -Dlua_load=lf_fuzz_lua_load), and
+**      fuzz` compiles lf_decode.c with -Dlua_load=lf_fuzz_lua_load), and
 **      only bytecode that a seed holds is loaded: the passes after
 **      lua_load (upvalues, joins, the function cache) are fuzzed, Lua's
 **      undump is not.
@@ -44,7 +44,8 @@
 #include "lualib.h"
 
 #include "lf_codec.h"
-#include "lf_core.h"
+
+int luaopen_futures_core(lua_State *L);   /* src/lf_module.c */
 
 #define HDR 24      /* docs/codec.md: magic, version, flags, length, checksum */
 

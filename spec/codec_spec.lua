@@ -706,6 +706,13 @@ describe("codec decoder", function()
       error_of(futures.deserialize, serialize(obj)))
   end)
 
+  it("says where a refused function sits however deep, the rest as ...", function()
+    local t = function() end
+    for _ = 1, 40 do t = { t } end
+    local msg = error_of(futures.deserialize, serialize(t))
+    assert.matches("value #1 %(field %[1%]" .. ("%.%[1%]"):rep(30) .. ", %.%.%.%)", msg)
+  end)
+
   it("loads Lua functions when asked with functions = true", function()
     assert.equals(3, futures.deserialize(serialize(function() return 3 end),
       { functions = true })())

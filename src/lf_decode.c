@@ -61,7 +61,8 @@ LF_COLD static void dec_refuse(dec *d) {
   luaL_buffinit(L, &B);
   lua_pushfstring(L, "#%d", (int)d->path[0].n);
   luaL_addvalue(&B);
-  lf_wire_addpath(&B, L, d->path + 1, d->npath - 1);
+  /* the path after the value's number: one slot fewer than d->path */
+  lf_wire_addpath(&B, L, d->path + 1, PATH_SEGS - 1, d->npath - 1);
   luaL_pushresult(&B);
   d->refused = 1;
   lua_error(L);

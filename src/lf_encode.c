@@ -124,7 +124,7 @@ LF_COLD static void enc_fail(enc *e, const char *reason) {
   luaL_buffinit(L, &B);
   lua_pushfstring(L, "cannot transfer %s #%d", e->what, e->argno);
   luaL_addvalue(&B);
-  lf_wire_addpath(&B, L, e->path, e->npath);
+  lf_wire_addpath(&B, L, e->path, PATH_SEGS, e->npath);
   luaL_addstring(&B, ": ");
   luaL_addstring(&B, reason);
   luaL_pushresult(&B);

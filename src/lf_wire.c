@@ -100,9 +100,9 @@ static void push_funcname(lua_State *L, int idx) {
 }
 
 void lf_wire_addpath(luaL_Buffer *B, lua_State *L, const lf_pathseg *segs,
-                     int npath) {
+                     int nsegs, int npath) {
   if (npath <= 0) return;
-  int n = npath < PATH_SEGS ? npath : PATH_SEGS;
+  int n = npath < nsegs ? npath : nsegs;
   int inkeys = 0;
   luaL_addstring(B, " (");
   for (int i = 0; i < n; i++) {
@@ -137,6 +137,6 @@ void lf_wire_addpath(luaL_Buffer *B, lua_State *L, const lf_pathseg *segs,
       luaL_addvalue(B);
     }
   }
-  if (npath > PATH_SEGS) luaL_addstring(B, ", ...");
+  if (npath > n) luaL_addstring(B, ", ...");
   luaL_addchar(B, ')');
 }

@@ -132,10 +132,11 @@ typedef struct lf_pathseg {
 } lf_pathseg;
 #define PATH_SEGS 32
 
-/* Adds " (field 'conn'.[3], metatable)" for segs[0 .. n) to B; n may
-** exceed PATH_SEGS (the rest shows as "..."); nothing for n = 0. Keys are
-** read from L's stack without being converted. */
+/* Adds " (field 'conn'.[3], metatable)" for the first npath steps of a
+** path to B, of which segs holds the first nsegs (the rest shows as
+** "..."); nothing for npath = 0. Keys are read from L's stack without
+** being converted. */
 void lf_wire_addpath(luaL_Buffer *B, lua_State *L, const lf_pathseg *segs,
-                     int n);
+                     int nsegs, int npath);
 
 #endif

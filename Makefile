@@ -33,12 +33,14 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -
 LAYER_BASE   := lf_fault lf_spin
 LAYER_CODEC  := lf_buf lf_lend lf_wire lf_names lf_encode lf_decode
 LAYER_FUTURE := lf_future
+LAYER_SHARE  := lf_squeue lf_sarray
 LAYER_STATE  := lf_error lf_state lf_task
 LAYER_EXEC   := lf_executor lf_context
-LAYER_ENGINE := lf_thread_pool lf_interp lf_process_pool
-LAYER_FACE   := lf_core_lua lf_codec_lua lf_future_lua lf_executor_lua lf_api
+LAYER_ENGINE := lf_thread_pool lf_interp lf_pshare lf_process_pool
+LAYER_FACE   := lf_core_lua lf_codec_lua lf_future_lua lf_executor_lua lf_squeue_lua \
+  lf_sarray_lua lf_api
 LAYER_ENTRY  := lf_module
-CORE_NAMES := $(LAYER_BASE) $(LAYER_CODEC) $(LAYER_FUTURE) $(LAYER_STATE) \
+CORE_NAMES := $(LAYER_BASE) $(LAYER_CODEC) $(LAYER_FUTURE) $(LAYER_SHARE) $(LAYER_STATE) \
   $(LAYER_EXEC) $(LAYER_ENGINE) $(LAYER_FACE) $(LAYER_ENTRY)
 CORE_SRCS := $(CORE_NAMES:%=src/%.c)
 CORE_OBJS := $(CORE_NAMES:%=$(BUILD)/%.o)
@@ -199,8 +201,8 @@ TSAN_STRESS ?= 0.25
 SAN_MODULE_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spec.lua \
   spec/wait_spec.lua spec/bad_input_spec.lua
 SAN_SPECS := $(SAN_MODULE_SPECS) spec/stress_spec.lua spec/process_pool_spec.lua \
-  spec/eventloop_spec.lua \
-  spec/progress_spec.lua
+  spec/eventloop_spec.lua spec/queue_spec.lua spec/shared_array_spec.lua \
+  spec/progress_spec.lua spec/stop_spec.lua
 # Skipped under sanitizers: the specs that time two CPU-bound tasks side by side,
 # which instrumentation (and a busy CI machine) changes; `make test` runs them.
 SAN_SKIP := --filter-out=CPU.bound.Lua.tasks.at.the.same.time
@@ -237,9 +239,10 @@ sanitize-tsan: deps
 	  --cpath=./build/tsan/?.so $(SAN_SKIP) $(SAN_SPECS)
 	$(call san_check,build/tsan)
 
-# valgrind: memcheck over VG_SPECS (the thread, future, wait, bad-input and
-#   process-pool specs, and the stress spec at 1/50 of its counts), then
-#   helgrind over the thread and future specs, with build/valgrind/lua-futures
+# valgrind: memcheck over VG_SPECS (the thread, future, wait, bad-input,
+#   process-pool, queue and shared-array specs, and the stress spec at 1/50
+#   of its counts), then helgrind over the thread, future and queue specs,
+#   with build/valgrind/lua-futures
 #   (-gdwarf-4: valgrind 3.19 cannot read every DWARF 5 form). Process-pool
 #   workers run outside valgrind: LUA_FUTURES_WORKER names the interpreter,
 #   since under valgrind /proc/self/exe is valgrind's own tool binary.
@@ -249,8 +252,9 @@ sanitize-tsan: deps
 #   model C11 atomics: tools/sanitize/helgrind.supp lists the acquire/release
 #   hand-offs it reports (ThreadSanitizer, which models them, checks those).
 VG_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spec.lua \
-  spec/wait_spec.lua spec/bad_input_spec.lua spec/stress_spec.lua spec/process_pool_spec.lua
-HG_SPECS := spec/future_spec.lua spec/thread_pool_spec.lua spec/wait_spec.lua
+  spec/wait_spec.lua spec/bad_input_spec.lua spec/stress_spec.lua spec/process_pool_spec.lua \
+  spec/queue_spec.lua spec/shared_array_spec.lua spec/stop_spec.lua
+HG_SPECS := spec/future_spec.lua spec/thread_pool_spec.lua spec/wait_spec.lua spec/queue_spec.lua
 VG_EXE   := build/valgrind/lua-futures
 VG_RUN    = LUA_FUTURES_SPEC_INTERP=$(VG_EXE) LUA_FUTURES_WORKER=$(CURDIR)/$(VG_EXE) \
   LUA_FUTURES_STRESS=0.02 valgrind --error-exitcode=99 \

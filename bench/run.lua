@@ -102,7 +102,7 @@ end
 
 ---------------------------------------------------------------- formatting
 
-local UNIT = { s = "s", ms = "ms", us = "µs", x = "x", KB = "KB", MB = "MB" }
+local UNIT = { s = "s", ms = "ms", us = "µs", ns = "ns", x = "x", KB = "KB", MB = "MB" }
 
 local function num(v)
   local a = math.abs(v)
@@ -246,12 +246,55 @@ metric("loop.await_ratio", "luv loop: await / blocking round trip", "x", "lower"
 metric("loop.cb_us", "luv loop: 10 000 callbacks, per future", "us", "lower")
 metric("loop.asc_us", "luv loop: the same, as_completed, per future", "us", "lower")
 metric("loop.cb_ratio", "luv loop: callbacks / as_completed", "x", "lower", { "<=", 2 })
+metric("thread.queue_us", "queue: host to a thread task, per item streamed", "us", "lower", { "<=", 2 })
+metric("process.queue_us", "queue: host to a process task, per item streamed", "us", "lower")
+metric("thread.array64_ms", "64 MB SharedArray to a thread task and back", "ms", "lower", { "<=", 0.1 })
+metric("process.array64_ms", "64 MB SharedArray to a process task and back", "ms", "lower", { "<=", 1 })
+metric("array.read_ns", "SharedArray a[i] read, per element", "ns", "lower")
+metric("table.read_ns", "table t[i] read, same loop", "ns", "lower")
+metric("array.read_ratio", "a[i] read / t[i] read", "x", "lower", { "<=", 3 })
+metric("array.write_ns", "SharedArray a[i] = v, per element", "ns", "lower")
+metric("table.write_ns", "table t[i] = v, same loop", "ns", "lower")
+metric("array.write_ratio", "a[i] write / t[i] write", "x", "lower", { "<=", 3 })
+
+-- Waits when cores are scarce (thread pool): the default pool, more
+-- workers than cores, and the same with one other busy process running.
+-- A target whose third field is "python" is a ratio to Python's figure.
+metric("default.map1_us", "default thread pool: map chunksize 1, per item", "us", "lower",
+  { ">=", 5, "python" })
+metric("default.rt_us", "default thread pool: submit→result round trip", "us", "lower",
+  { ">=", 5, "python" })
+for _, w in ipairs { 2, 4, 16 } do
+  local name = ("thread pool, %d workers: round trip"):format(w)
+  metric(("rt.w%d.p50_us"):format(w), name .. ", p50 of runs", "us", "lower")
+  metric(("rt.w%d.worst_us"):format(w), name .. ", worst run", "us", "lower")
+  if w ~= 2 then
+    metric(("rt.w%d_over_w2"):format(w), ("thread pool: round trip p50, %d workers / 2"):format(w),
+      "x", "lower", { "<=", 2 })
+  end
+end
+metric("thread.stop_p50_ms", "thread pool: interrupt a running loop, p50", "ms", "lower", { "<=", 10 })
+metric("thread.stop_worst_ms", "thread pool: interrupt a running loop, worst", "ms", "lower")
+metric("process.stop_p50_ms", "process pool: interrupt a running loop, p50", "ms", "lower", { "<=", 20 })
+metric("process.stop_worst_ms", "process pool: interrupt a running loop, worst", "ms", "lower")
+metric("process.stuck_over_grace_ms", "process pool: worker stuck in C replaced, past grace",
+  "ms", "lower", { "<=", 50 })
+metric("busy.default.map1_us", "one busy process: default pool, map chunksize 1", "us", "lower")
+metric("busy.default.rt_us", "one busy process: default pool, round trip", "us", "lower")
+for _, w in ipairs { 2, 4, 16 } do
+  local name = ("one busy process: %d workers, round trip"):format(w)
+  metric(("busy.rt.w%d.p50_us"):format(w), name .. ", p50 of runs", "us", "lower",
+    w == 2 and { ">=", 3, "python" } or nil)
+  metric(("busy.rt.w%d.worst_us"):format(w), name .. ", worst run", "us", "lower")
+end
 
 local BY_ID = {}
 for _, m in ipairs(METRICS) do BY_ID[m.id] = m end
 
 -- The workload runs: script, parameters (the same for both languages), and
--- what --quick changes. python = false: the twin is skipped in quick mode.
+-- what --quick changes. python = false: the workload has no twin (in
+-- `quick`: the twin is skipped in quick mode). busy = true: one other
+-- CPU-bound process runs beside every run of it, ours and Python's.
 local function curve_arg() return table.concat(CURVE, ",") end
 local RUNS = {
   { name = "primes", script = "primes", args = { workers = CPUS },
@@ -280,11 +323,27 @@ local RUNS = {
   { name = "codec", script = "codec",
     args = { items = 1000000, bytes = 10000000, small = 100000, k = 3 },
     quick = { args = { small = 20000, k = 1 } } },
+  { name = "sharing-thread", script = "sharing",
+    args = { pool = TH, items = 500000, mb = 64, k = 50, access = 2000000 },
+    quick = { args = { items = 50000, k = 10, access = 300000 } } },
+  { name = "sharing-process", script = "sharing",
+    args = { pool = PR, items = 20000, mb = 64, k = 50 },
+    quick = { args = { items = 2000, k = 10 }, python = false } },
   { name = "memory-thread", script = "memory",
     args = { pool = TH, workers = 8, pending = 100000 }, quick = { python = false } },
   { name = "memory-process", script = "memory",
     args = { pool = PR, workers = CPUS, pending = 20000 },
     quick = { args = { pending = 5000 }, python = false } },
+  { name = "contention", script = "contention",
+    args = { rt = 2000, runs = 15, map1 = 20000, workers = "2,4,16" },
+    quick = { args = { rt = 500, runs = 5, map1 = 4000 } } },
+  { name = "contention-busy", script = "contention", busy = true,
+    args = { rt = 2000, runs = 9, map1 = 20000, workers = "2,4,16", busy = 1 },
+    quick = { args = { rt = 500, runs = 3, map1 = 4000 } } },
+  { name = "stop-thread", script = "stop", python = false,
+    args = { pool = TH, n = 50 }, quick = { args = { n = 10 } } },
+  { name = "stop-process", script = "stop", python = false,
+    args = { pool = PR, n = 50, grace = 0.2 }, quick = { args = { n = 10 } } },
   { name = "eventloop", script = "eventloop",
     args = { workers = CPUS, lat = 2000, rt = 2000, n = 10000 },
     quick = { args = { lat = 500, rt = 500 }, python = false } },
@@ -360,6 +419,18 @@ local function workload_cmd(run, impl, args)
   return ("%s %s %s"):format(opts.python_cmd, q(BENCH .. "/py/" .. run.script .. ".py"), argstr)
 end
 
+--- Start one other CPU-bound process (an endless Lua loop) for the runs
+-- marked busy; returns a function that stops it.
+local function start_busy_process()
+  local p = assert(io.popen(("exec sh -c 'echo $$; exec %s -e \"while true do end\"'")
+    :format(q(EXE):gsub("'", "'\\''"))))
+  local pid = p:read("l")
+  return function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    p:close()
+  end
+end
+
 --- Run every selected workload, opts.reps times, both languages interleaved.
 -- Returns samples[id][impl] = { values... }, and per-run records.
 local function run_all(python)
@@ -375,7 +446,7 @@ local function run_all(python)
   for n, run in ipairs(selected) do
     local args = {}
     for k, v in pairs(run.args) do args[k] = v end
-    local with_python = python ~= nil
+    local with_python = python ~= nil and run.python ~= false
     if opts.quick then
       for k, v in pairs(run.quick and run.quick.args or {}) do args[k] = v end
       if run.quick and run.quick.python == false then with_python = false end
@@ -390,7 +461,9 @@ local function run_all(python)
         if not done[impl] then
           local cmd = workload_cmd(run, impl, args)
           rec[impl].command = cmd
+          local stop_busy = run.busy and start_busy_process()
           local r = run_cmd(cmd)
+          if stop_busy then stop_busy() end
           table.insert(rec[impl].seconds, r.seconds)
           if opts.verbose then
             for _, line in ipairs(r.extra) do log("    %s| %s", impl, line) end
@@ -431,11 +504,15 @@ local function target_text(m)
   if not m.target then return nil end
   local op = ({ ["<="] = "≤", [">="] = "≥", ["<"] = "<", [">"] = ">" })[m.target[1]]
   local v = ("%g"):format(m.target[2])
+  if m.target[3] == "python" then return op .. " " .. v .. "x Python" end
   return op .. " " .. (m.unit == "x" and v .. "x" or v .. " " .. UNIT[m.unit])
 end
 
-local function meets(m, v)
-  if not m.target or v == nil then return nil end
+-- Whether figure v (ours) or, for a target on the ratio, the ratio meets it.
+local function meets(m, v, ratio)
+  if not m.target then return nil end
+  if m.target[3] == "python" then v = ratio end
+  if v == nil then return nil end
   local op, t = m.target[1], m.target[2]
   if op == "<=" then return v <= t elseif op == "<" then return v < t
   elseif op == ">=" then return v >= t else return v > t end
@@ -464,8 +541,9 @@ local function summarize(samples)
       end
       out[#out + 1] = {
         id = m.id, label = m.label, unit = m.unit, better = m.better,
-        target = m.target and { op = m.target[1], value = m.target[2] } or nil,
-        meets_target = meets(m, ours and ours.median),
+        target = m.target and { op = m.target[1], value = m.target[2],
+                                of = m.target[3] == "python" and "ratio" or "ours" } or nil,
+        meets_target = meets(m, ours and ours.median, ratio),
         ours = ours, python = py, ratio = ratio,
       }
     end

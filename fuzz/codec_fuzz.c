@@ -44,8 +44,7 @@
 #include "lualib.h"
 
 #include "lf_codec.h"
-
-int luaopen_futures_core(lua_State *L);   /* src/lf_module.c */
+#include "lf_preload.h"   /* luaopen_futures_core */
 
 #define HDR 24      /* docs/codec.md: magic, version, flags, length, checksum */
 

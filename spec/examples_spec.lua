@@ -19,6 +19,7 @@ local TESTED = {
   ["power.lua"] = true, ["fetch.lua"] = true, ["primes.lua"] = true,
   ["hash_files.lua"] = true, ["wordcount.lua"] = true, ["montecarlo.lua"] = true,
   ["crash_isolation.lua"] = true, ["luv_server.lua"] = true, ["cqueues_fanout.lua"] = true,
+  ["pipeline.lua"] = true, ["mandelbrot.lua"] = true,
 }
 
 -- The event loop examples run under both interpreters: bin/lua-futures, and
@@ -200,6 +201,59 @@ describe("examples", function()
     assert.is_not_nil(pi, r.out)
     assert.is_true(math.abs(pi - math.pi) < 0.03, "estimated " .. pi)
     assert.matches("on 2 process workers", r.out, 1, true)
+  end)
+
+  it("pipeline.lua streams through two queues to the host, with progress", function()
+    local r = example("pipeline.lua")
+    ran(r)
+    assert.matches("10000 answers from 2 thread transformers", r.out)
+    -- the record below 10 000 (OEIS A006877)
+    assert.matches("the longest sequence up to 10000 starts at 6171: 261 steps", r.out)
+    assert.matches("collatz: 10000/10000 %(100%%%)", r.err)
+  end)
+
+  it("pipeline.lua runs its stages as process tasks too", function()
+    local problem = shell.process_pool_problem()
+    if problem then pending(problem) return end
+    local r = example("pipeline.lua", { "1000", "process" })
+    ran(r)
+    assert.matches("1000 answers from 2 process transformers", r.out)
+    assert.matches("starts at 871: 178 steps", r.out)
+  end)
+
+  -- The PGM header of a width x height image, and the file's size.
+  local function pgm(path, width, height)
+    local data = shell.read_file(path)
+    os.remove(path)
+    local header = ("P5\n%d %d\n255\n"):format(width, height)
+    return data:sub(1, #header) == header, #data - #header, data:sub(#header + 1)
+  end
+
+  it("mandelbrot.lua fills a shared image in place and writes a PGM file", function()
+    local path = os.tmpname()
+    local r = example("mandelbrot.lua", { path, "160", "120", "thread", "2" })
+    ran(r)
+    assert.matches("160x120 pixels, 15 bands on 2 thread workers", r.out)
+    local header_ok, size, pixels = pgm(path, 160, 120)
+    assert.is_true(header_ok)
+    assert.equals(160 * 120, size)
+    -- the middle of the view, (-0.75, 0), is in the set: black
+    assert.equals(0, pixels:byte(60 * 160 + 81))
+    assert.is_true(pixels:byte(1) > 0)   -- a corner is not
+  end)
+
+  it("mandelbrot.lua gives the same image on a process pool", function()
+    local problem = shell.process_pool_problem()
+    if problem then pending(problem) return end
+    local a, b = os.tmpname(), os.tmpname()
+    ran(example("mandelbrot.lua", { a, "96", "64", "thread", "2" }))
+    ran(example("mandelbrot.lua", { b, "96", "64", "process", "2" }))
+    local ok1, size1, pixels1 = pgm(a, 96, 64)
+    local ok2, size2, pixels2 = pgm(b, 96, 64)
+    assert.is_true(ok1 and ok2)
+    assert.equals(96 * 64, size1)
+    assert.equals(size1, size2)
+    assert.is_true(pixels1 == pixels2)
   end)
 
   if exists(shell.ROOT .. "/examples/crash_isolation.lua") then

@@ -114,7 +114,7 @@ local function child(op_name, class, n, sticky)
         f = function(k) return shared[k] end }
       t.self = t
       local s = futures.serialize(t, "two", 3)
-      local u, two, three = futures.deserialize(s)
+      local u, two, three = futures.deserialize(s, { functions = true })
       assert(two == "two" and three == 3 and u.self == u and u.shared == u.again, "wrong copy")
       assert(u.f(2) == 2, "wrong function")
       local s2 = futures.serialize_with({ max_depth = 10 }, u)
@@ -189,6 +189,41 @@ local function child(op_name, class, n, sticky)
       assert(fs[3]:result(0) == 6 and bare:result(0) == 8, "wrong result")
     end,
     teardown = function(ex) ex:shutdown() end,
+  }
+
+  -- A queue and a shared array between the host and a thread task, then
+  -- a process task (served by the pool's reader: its faults are the host's).
+  ops.sharing = {
+    setup = function()
+      local ex, px = futures.ThreadPoolExecutor(1), futures.ProcessPoolExecutor(1)
+      ex:submit(double, 1):result(20)
+      px:submit(double, 1):result(30)
+      return { ex = ex, px = px }
+    end,
+    run = function(ctx)
+      for _, ex in ipairs { ctx.ex, ctx.px } do
+        -- the task puts, the host gets
+        local q, a = futures.Queue(), futures.SharedArray("i64", 1)
+        local f = ex:submit(function(q, a)
+          for i = 1, 6 do q:put({ i }); a:add(1, i) end
+        end, q, a)
+        f:result(30)
+        q:close()
+        local sum = 0
+        for v in q:iter(1) do sum = sum + v[1] end
+        assert(sum == 21 and a[1] == 21, "wrong result")
+        -- the host puts into a bounded queue, the task waits for each item
+        local b = futures.Queue(1)
+        f = ex:submit(function(b) local s = 0 for v in b:iter(20) do s = s + v end return s end, b)
+        for i = 1, 6 do
+          local ok, err = pcall(b.put, b, i, 20)
+          if not ok then f:result(30); error(err, 0) end   -- the task's error first
+        end
+        b:close()
+        assert(f:result(30) == 21, "wrong result")
+      end
+    end,
+    teardown = function(ctx) ctx.ex:shutdown(); ctx.px:shutdown() end,
   }
 
   -- Faults inside a worker process: armed there by a task.
@@ -273,6 +308,7 @@ local PLAN = {
   { "codec", { "alloc" } },
   { "shutdown", { "alloc", "state", "thread" } },
   { "process_pool", { "alloc", "thread", "socket", "spawn" } },
+  { "sharing", { "alloc", "state" } },
   { "process_worker", { "alloc", "state" } },
   { "pollfd", { "alloc", "thread", "socket" } },
 }
@@ -281,7 +317,8 @@ local STICKY = { alloc = true, state = true }
 -- The errors a fault may cleanly end in, by class.
 local CLEAN = {
   alloc = { "not enough memory", "cannot start a worker", "CancelledError",
-    "no memory for its result" },   -- a process pool's host short of memory
+    "no memory for its result",     -- a process pool's host short of memory
+    "no memory to say why" },       -- a pool broken by it, its reason lost
   state = { "not enough memory", "cannot start a worker" },
   thread = { "cannot start a worker", "out of resources" },
   -- (a process pool reports a failed eventfd as "not enough memory")

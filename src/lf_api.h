@@ -23,7 +23,7 @@
 #include "lf_future.h"
 
 #define LF_API_KEY "futures.core.api"
-#define LF_API_VERSION 1
+#define LF_API_VERSION 2   /* 2: lf_codec_opts has share and pins */
 
 typedef struct lf_api {
   int version;                /* LF_API_VERSION */

@@ -15,6 +15,8 @@ void lf_bind_core(lua_State *L);      /* lf_core_lua.c: cpu_count, sleep... */
 void lf_bind_codec(lua_State *L);     /* lf_codec_lua.c: serialize... */
 void lf_bind_future(lua_State *L);    /* lf_future_lua.c: Future, wait */
 void lf_bind_executor(lua_State *L);  /* lf_executor_lua.c: both pools */
+void lf_bind_squeue(lua_State *L);    /* lf_squeue_lua.c: Queue */
+void lf_bind_sarray(lua_State *L);    /* lf_sarray_lua.c: SharedArray */
 
 /* lf_core_lua.c: the object of the handle userdata at idx (a future, an
 ** executor...: one pointer), whose metatable is tname; otherwise raises

@@ -2,14 +2,19 @@
 ** lf_buf.h — the byte buffer every crossing between two lua_States uses,
 ** and the registry of shared-handle kinds: the runtime's own objects
 ** (futures, executors, queues, shared arrays) that travel between the
-** states of one process as a pointer to the same reference-counted C object.
+** states of one process as a pointer to the same reference-counted C object,
+** and the export table of the kinds whose objects may also cross to another
+** process of this program by id (queues and shared arrays, to the workers
+** of a process pool and back).
 **
 ** Threads: an lf_buf is plain memory: it may be handed to any thread, and
 ** lf_buf_free may run on any thread (a handle's release is thread-safe by
 ** contract). The kind table only grows: lf_kind_register appends under a
 ** private mutex (luaopen may run in several states, on several threads) and
 ** publishes the new count with a release store; readers load the count
-** with acquire and read the entries below it without a lock.
+** with acquire and read the entries below it without a lock. The export
+** table works the same way under the same mutex. lf_share_new_id is
+** lock-free.
 **
 ** Ownership: an lf_buf owns its bytes and one reference to every handle
 ** recorded in it; lf_buf_free releases both. A registered kind must outlive
@@ -19,6 +24,7 @@
 #define LF_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lua.h"
 
@@ -39,6 +45,43 @@ typedef struct lf_handle_kind {
 int lf_kind_register(const lf_handle_kind *kind);
 int lf_kind_count(void);                       /* kinds registered so far */
 const lf_handle_kind *lf_kind_at(int i);       /* 0 <= i < lf_kind_count() */
+
+/* A kind whose objects may cross to another process of this program: the
+** workers of a process pool (down) and, for what a worker was given, back
+** to its host (up). Such an object always travels by id, in-process too:
+** the codec writes T_REMOTE (the kind's wire code and the id) and records
+** the object in the buffer's handle references (its pins), through which
+** a decoder of this process finds it again. A worker process finds the
+** objects its host shared with it through `import`. */
+typedef struct lf_export_kind {
+  const lf_handle_kind *kind;
+  unsigned char wire;               /* its code in T_REMOTE, nonzero */
+  /* The id of obj for a transfer in direction dir (LF_SHARE_*: NONE for
+  ** one inside this process, which always has an id), or 0 when obj may
+  ** not go that way (a worker's own queue going up to its host). Any
+  ** thread. */
+  uint64_t (*export_id)(void *obj, int dir);
+  /* Push a userdata for the object that this process's host shared with
+  ** it under id, owning a new reference. Returns 0, or -1 (nothing pushed)
+  ** when there is none. [-0,+(1|0),m] */
+  int (*import)(lua_State *L, uint64_t id);
+} lf_export_kind;
+
+/* Directions of a transfer between processes (lf_codec_opts.share). */
+enum { LF_SHARE_NONE = 0, LF_SHARE_DOWN = 1, LF_SHARE_UP = 2 };
+
+/* Register an export kind (its handle kind registered too); idempotent.
+** Returns 0, or -1 when the table is full. Any thread. */
+int lf_export_register(const lf_export_kind *ek);
+/* The export kind of a handle kind, or of a wire code; NULL if none. */
+const lf_export_kind *lf_export_of(const lf_handle_kind *kind);
+const lf_export_kind *lf_export_by_wire(unsigned wire);
+
+/* A new id for a shared object: unique in this process and, being drawn
+** from a random start through a 64-bit permutation, different from the
+** ids of every other process but with negligible odds. Never 0. Any
+** thread. */
+uint64_t lf_share_new_id(void);
 
 typedef struct lf_buf_handle {
   const lf_handle_kind *kind;

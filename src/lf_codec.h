@@ -39,6 +39,14 @@ typedef struct lf_codec_opts {
                          names of modules not yet loaded required (1); or
                          Lua functions refused and names resolved only
                          among the modules already loaded (0) */
+  int share;          /* encode with in_process 0: objects of export kinds
+                         travel by id toward a process pool's workers
+                         (LF_SHARE_DOWN) or back to the host (LF_SHARE_UP);
+                         LF_SHARE_NONE: an error like any shared handle */
+  const lf_buf *pins; /* decode: the buffer whose handle references are the
+                         objects its T_REMOTE ids name (one made in this
+                         process, or whose ids the pool checked); NULL: ids
+                         name what the host shared with this process */
 } lf_codec_opts;
 
 /* in_process for a buffer that is decoded only while it exists, in this
@@ -48,7 +56,7 @@ typedef struct lf_codec_opts {
 #define LF_CODEC_DEFAULT_DEPTH 200
 #define LF_CODEC_MAX_DEPTH 1000   /* the most max_depth may ask: C stack */
 #define LF_CODEC_MAX_VALUES 100000  /* values in one buffer, both ways */
-extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1} */
+extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1, 0, NULL} */
 
 /* Encode the n values at stack indices first .. first+n-1 of L into *out
 ** (which must be empty), with the header. `what` and `base` name the values
@@ -60,6 +68,26 @@ extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1} */
 ** [-0, +(0|1), -] */
 int lf_encode(lua_State *L, int first, int n, const char *what, int base,
               lf_buf *out, const lf_codec_opts *opts);
+
+/* The fast path of one plain value (nil, a boolean, a number, a string),
+** the most common queue item: encodes the value at idx into *out (which
+** must be empty) exactly as lf_encode would, without entering Lua, and
+** returns 0; returns 1 for any other value (then call lf_encode), -1 when
+** out of memory. [-0, +0, -] */
+int lf_encode_plain(lua_State *L, int idx, lf_buf *out);
+
+/* The same from C: the plain value of Lua type `type` (LUA_TNIL,
+** LUA_TBOOLEAN with i 0 or 1, LUA_TNUMBER as integer i when isint, else
+** float f, LUA_TSTRING as s[0 .. len)). Returns 0, or -1 when out of
+** memory. Any thread. */
+int lf_encode_scalar(int type, int isint, lua_Integer i, lua_Number f,
+                     const char *s, size_t len, lf_buf *out);
+
+/* Its counterpart: when data holds exactly one plain value (and passes the
+** same checks as lf_decode's), pushes it and returns 1; returns 0 for
+** anything else (then call lf_decode, which also reports what is wrong).
+** [-0, +(1|0), m] */
+int lf_decode_plain(lua_State *L, const unsigned char *data, size_t len);
 
 /* Decode a buffer produced by lf_encode (possibly in another process),
 ** treating it as untrusted. Pushes the values and returns their count; on

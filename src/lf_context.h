@@ -67,6 +67,10 @@ int lf_add_callback(lua_State *L, int uidx, lf_future *f, int fidx);
 ** on stderr. Never raises. [-2,+0,-] */
 void lf_call_callback(lua_State *L);
 
+/* lf_call_callback for a callback run at once (its future was done when it
+** was added): the others due do not run inside it. [-2,+0,-] */
+void lf_call_callback_now(lua_State *L);
+
 /* Make H the helper of L (NULL: none). [-0,+0,m] */
 void lf_ctx_set_helper(lua_State *L, lua_State *H);
 

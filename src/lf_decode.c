@@ -61,7 +61,6 @@ LF_COLD static void dec_refuse(dec *d) {
   luaL_buffinit(L, &B);
   lua_pushfstring(L, "#%d", (int)d->path[0].n);
   luaL_addvalue(&B);
-  /* the path after the value's number: one slot fewer than d->path */
   lf_wire_addpath(&B, L, d->path + 1, PATH_SEGS - 1, d->npath - 1);
   luaL_pushresult(&B);
   d->refused = 1;
@@ -436,6 +435,29 @@ LF_NOINLINE static void dec_lent(dec *d, size_t self, int keep) {
   if (keep) dec_keep(d, self);
 }
 
+/* Pushes the shared object that T_REMOTE names: one of the pins when the
+** buffer has them (its ids are then only looked up there, so data from a
+** worker can name nothing the pool did not check), else what this
+** process's host shared with it under that id. [-0, +1, v] */
+LF_NOINLINE static void dec_remote(dec *d, unsigned wire, uint64_t id) {
+  lua_State *L = d->L;
+  const lf_buf *pins = d->o->pins;
+  if (pins != NULL) {
+    for (size_t i = 0; i < pins->nhandles; i++) {
+      const lf_buf_handle *h = &pins->handles[i];
+      const lf_export_kind *ek = h->kind ? lf_export_of(h->kind) : NULL;
+      if (ek != NULL && ek->wire == wire && ek->export_id(h->obj, 0) == id) {
+        h->kind->push(L, h->obj);
+        return;
+      }
+    }
+    dec_fail(d, "unknown shared object");
+  }
+  const lf_export_kind *ek = lf_export_by_wire(wire);
+  if (ek == NULL || ek->import == NULL || ek->import(L, id) != 0)
+    dec_fail(d, "shared object outside its process");
+}
+
 /* Decodes one value and pushes it. [-0, +1, v] */
 static void dec_value(dec *d) {
   lua_State *L = d->L;
@@ -445,7 +467,7 @@ static void dec_value(dec *d) {
   unsigned tag = c & T_MASK;
   int keep = (c & T_KEEP) != 0;
   if (keep && tag != T_TABLE && tag != T_TABLE_MT && tag != T_LFUNC &&
-      tag != T_HANDLE && tag != T_LENT)
+      tag != T_HANDLE && tag != T_REMOTE && tag != T_LENT)
     dec_fail(d, "bad tag");
   switch (tag) {
     case T_NIL: lua_pushnil(L); return;
@@ -502,6 +524,12 @@ static void dec_value(dec *d) {
       if (keep) dec_keep(d, self);
       return;
     }
+    case T_REMOTE:
+      need(d, 9);
+      dec_remote(d, d->p[0], rd64(d->p + 1));
+      d->p += 9;
+      if (keep) dec_keep(d, self);
+      return;
     default:
       if (tag == T_LENT) { dec_lent(d, self, keep); return; }
       dec_fail(d, "bad tag");
@@ -598,4 +626,65 @@ int lf_decode(lua_State *L, const unsigned char *data, size_t len,
 
 int lf_decode_relend(lua_State *L, lf_buf *b, const lf_codec_opts *opts) {
   return decode(L, b->data, b->len, opts, b);
+}
+
+/* ---- one plain value ---- */
+
+int lf_decode_plain(lua_State *L, const unsigned char *data, size_t len) {
+  if (data == NULL || len < HDR_SIZE + 2 || data[HDR_SIZE] != 1) return 0;
+  const unsigned char *p = data + HDR_SIZE + 1, *end = data + len;
+  size_t n = (size_t)(end - p) - 1;   /* bytes after the tag */
+  switch (p[0]) {
+    case T_NIL: case T_FALSE: case T_TRUE:
+      if (n != 0) return 0;
+      break;
+    case T_INT8: if (n != 1) return 0; break;
+    case T_INT16: if (n != 2) return 0; break;
+    case T_INT32: if (n != 4) return 0; break;
+    case T_INT64: case T_FLOAT: if (n != 8) return 0; break;
+    case T_STR: {
+      uint64_t slen = 0;
+      const unsigned char *q = p + 1;
+      for (int shift = 0;; shift += 7) {
+        if (q == end || shift > 56) return 0;
+        unsigned c = *q++;
+        slen |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) break;
+      }
+      if (slen != (uint64_t)(end - q)) return 0;
+      break;
+    }
+    default:
+      return 0;
+  }
+  /* The header checks of lf_decode, for this buffer. */
+  if (data[0] != MAGIC0 || data[1] != MAGIC1 || data[2] != MAGIC2 ||
+      data[3] != FORMAT_VERSION || rd32(data + 4) != 0 ||
+      rd64(data + 8) != (uint64_t)(len - HDR_SIZE) ||
+      rd64(data + 16) != lf_wire_sum(data, len))
+    return 0;
+  switch (p[0]) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_INT8: lua_pushinteger(L, (int8_t)p[1]); break;
+    case T_INT16: lua_pushinteger(L, (int16_t)rd16(p + 1)); break;
+    case T_INT32: lua_pushinteger(L, (int32_t)rd32(p + 1)); break;
+    case T_INT64: lua_pushinteger(L, (lua_Integer)rd64(p + 1)); break;
+    case T_FLOAT: {
+      uint64_t bits = rd64(p + 1);
+      double d;
+      memcpy(&d, &bits, 8);
+      lua_pushnumber(L, (lua_Number)d);
+      break;
+    }
+    default: {   /* T_STR: its bytes end the buffer */
+      const unsigned char *q = p + 1;
+      while (*q & 0x80) q++;
+      q++;
+      lua_pushlstring(L, (const char *)q, (size_t)(end - q));
+      break;
+    }
+  }
+  return 1;
 }

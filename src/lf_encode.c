@@ -7,8 +7,8 @@
 ** states never share encoder state.
 **
 ** Ownership: lf_encode writes into the caller's lf_buf, which then owns the
-** bytes and one reference per shared handle (taken with kind->retain while
-** encoding); on failure lf_encode frees both before returning. The identity
+** bytes and one reference per shared handle or shared object (taken with
+** kind->retain while encoding); on failure lf_encode frees both before returning. The identity
 ** map of one call is malloc'd when it outgrows its inline slots, owned by
 ** the call's context and freed before lf_encode returns, also when a Lua
 ** error (out of memory) unwinds through the encoder. The per-state caches
@@ -632,8 +632,20 @@ static void kind_display(const char *tname, char *out, size_t cap) {
   out[j] = '\0';
 }
 
+/* Records obj (of kind) as a reference owned by the buffer: a retained
+** pointer for T_HANDLE, a pin for T_REMOTE. [-0, +0, m] */
+static void enc_keep_ref(enc *e, const lf_handle_kind *kind, void *obj) {
+  kind->retain(obj);
+  if (lf_buf_add_handle(e->b, kind, obj) != 0) {
+    kind->release(obj);
+    luaL_error(e->L, "not enough memory");
+  }
+}
+
 /* Encodes a userdata: a registered handle kind as a retained pointer when
-** in-process; anything else is an error. [-0, +0, v] */
+** in-process; an export kind (queue, shared array) by id, in-process and
+** toward the other processes that opts->share allows; anything else is an
+** error. [-0, +0, v] */
 LF_COLD static void enc_userdata(enc *e, int idx) {
   lua_State *L = e->L;
   char reason[160];
@@ -649,7 +661,8 @@ LF_COLD static void enc_userdata(enc *e, int idx) {
       lua_pop(L, 1);
       char disp[64];
       kind_display(kind->tname, disp, sizeof disp);
-      if (!e->o->in_process) {
+      const lf_export_kind *ek = lf_export_of(kind);
+      if (!e->o->in_process && (ek == NULL || e->o->share == LF_SHARE_NONE)) {
         snprintf(reason, sizeof reason,
                  "%s (a shared handle cannot leave the process)", disp);
         enc_fail(e, reason);
@@ -657,21 +670,35 @@ LF_COLD static void enc_userdata(enc *e, int idx) {
       if (lua_rawlen(L, idx) < sizeof(void *)) enc_fail(e, disp);
       void *obj = *(void **)lua_touserdata(L, idx);
       if (obj == NULL) enc_fail(e, "released handle");
+      uint64_t id = 0;
+      if (ek != NULL) {
+        int dir = e->o->in_process ? LF_SHARE_NONE : e->o->share;
+        id = ek->export_id(obj, dir);
+        if (id == 0) {
+          snprintf(reason, sizeof reason, dir == LF_SHARE_UP
+                   ? "%s made in a worker process (only what the host "
+                     "shared with it can go back to the host)"
+                   : "%s (it cannot be shared with another process)", disp);
+          enc_fail(e, reason);
+        }
+      }
       idmap_slot *slot = enc_seen(e, lua_topointer(L, idx));
       if (slot == NULL) return;
       enc_record(e, slot, lua_topointer(L, idx));
-      lf_buf *b = e->b;
       unsigned char *p = enc_reserve(e, 10);
-      kind->retain(obj);
-      if (lf_buf_add_handle(b, kind, obj) != 0) {
-        kind->release(obj);
-        luaL_error(L, "not enough memory");
+      enc_keep_ref(e, kind, obj);
+      if (ek != NULL) {
+        p[0] = T_REMOTE;
+        p[1] = ek->wire;
+        wr64(p + 2, id);
+        e->flags |= FLAG_SHARED;
+      } else {
+        p[0] = T_HANDLE;
+        p[1] = (unsigned char)k;
+        wr64(p + 2, (uint64_t)(uintptr_t)obj);
+        e->flags |= FLAG_HANDLES;
       }
-      p[0] = T_HANDLE;
-      p[1] = (unsigned char)k;
-      wr64(p + 2, (uint64_t)(uintptr_t)obj);
-      b->len += 10;
-      e->flags |= FLAG_HANDLES;
+      e->b->len += 10;
       return;
     }
     lua_pushliteral(L, "__name");
@@ -821,4 +848,77 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
   wr64(h + 8, (uint64_t)plen);
   wr64(h + 16, lf_wire_sum(h, out->len));
   return 0;
+}
+
+/* ---- one plain value ---- */
+
+int lf_encode_scalar(int type, int isint, lua_Integer i, lua_Number f,
+                     const char *str, size_t slen, lf_buf *out) {
+  unsigned char v[16];
+  size_t vlen;
+  switch (type) {
+    case LUA_TNIL: v[0] = T_NIL; vlen = 1; slen = 0; break;
+    case LUA_TBOOLEAN: v[0] = i ? T_TRUE : T_FALSE; vlen = 1; slen = 0; break;
+    case LUA_TNUMBER:
+      slen = 0;
+      if (isint) {
+        if (i >= INT8_MIN && i <= INT8_MAX) {
+          v[0] = T_INT8; v[1] = (unsigned char)(int8_t)i; vlen = 2;
+        } else if (i >= INT16_MIN && i <= INT16_MAX) {
+          v[0] = T_INT16; wr16(v + 1, (uint16_t)(int16_t)i); vlen = 3;
+        } else if (i >= INT32_MIN && i <= INT32_MAX) {
+          v[0] = T_INT32; wr32(v + 1, (uint32_t)(int32_t)i); vlen = 5;
+        } else {
+          v[0] = T_INT64; wr64(v + 1, (uint64_t)i); vlen = 9;
+        }
+      } else {
+        double d = (double)f;
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        v[0] = T_FLOAT;
+        wr64(v + 1, bits);
+        vlen = 9;
+      }
+      break;
+    default: {   /* LUA_TSTRING */
+      unsigned char *q = v + 1;
+      size_t n = slen;
+      v[0] = T_STR;
+      while (n >= 0x80) { *q++ = (unsigned char)(n | 0x80); n >>= 7; }
+      *q++ = (unsigned char)n;
+      vlen = (size_t)(q - v);
+      break;
+    }
+  }
+  size_t len = HDR_SIZE + 1 + vlen + slen;
+  unsigned char *h = malloc(len);
+  if (h == NULL) return -1;
+  h[HDR_SIZE] = 1;   /* one value */
+  memcpy(h + HDR_SIZE + 1, v, vlen);
+  if (slen > 0) memcpy(h + HDR_SIZE + 1 + vlen, str, slen);
+  h[0] = MAGIC0; h[1] = MAGIC1; h[2] = MAGIC2; h[3] = FORMAT_VERSION;
+  wr32(h + 4, 0);
+  wr64(h + 8, (uint64_t)(len - HDR_SIZE));
+  wr64(h + 16, lf_wire_sum(h, len));
+  out->data = h;
+  out->len = out->cap = len;
+  return 0;
+}
+
+int lf_encode_plain(lua_State *L, int idx, lf_buf *out) {
+  int type = lua_type(L, idx);
+  size_t slen = 0;
+  const char *s = NULL;
+  switch (type) {
+    case LUA_TNIL: break;
+    case LUA_TBOOLEAN: break;
+    case LUA_TNUMBER: break;
+    case LUA_TSTRING: s = lua_tolstring(L, idx, &slen); break;
+    default: return 1;
+  }
+  int isint = type == LUA_TNUMBER && lua_isinteger(L, idx);
+  lua_Integer i = type == LUA_TBOOLEAN ? lua_toboolean(L, idx)
+                : isint ? lua_tointeger(L, idx) : 0;
+  lua_Number f = type == LUA_TNUMBER && !isint ? lua_tonumber(L, idx) : 0;
+  return lf_encode_scalar(type, isint, i, f, s, slen, out);
 }

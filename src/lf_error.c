@@ -16,7 +16,8 @@ static const char ERRORS_KEY = 'e';    /* registry: error classes by type */
 
 const char *const lf_error_types[] = {
   "CancelledError", "TimeoutError", "BrokenExecutor", "BrokenThreadPool",
-  "BrokenProcessPool", "InvalidStateError", "RuntimeError", NULL
+  "BrokenProcessPool", "InvalidStateError", "RuntimeError", "Empty", "Full",
+  "Closed", NULL
 };
 
 /* A Lua __tostring, so that an error's metatable can travel by value. */

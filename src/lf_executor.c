@@ -37,8 +37,10 @@ void lf_executor_init(lf_executor *ex, const lf_executor_ops *ops,
   ex->broken = NULL;
   ex->opts = lf_codec_defaults;
   ex->opts.in_process = ops->in_process;
+  ex->opts.share = LF_SHARE_DOWN;   /* queues and shared arrays may go */
   if (cfg->max_depth > 0) ex->opts.max_depth = cfg->max_depth;
   ex->opts.functions = ops->in_process || cfg->return_functions;
+  ex->task_timeout = cfg->task_timeout;
 }
 
 void lf_executor_retain(lf_executor *ex) {
@@ -53,7 +55,7 @@ void lf_executor_release(lf_executor *ex) {
 
 /* The reason of a pool broken while memory was too short to copy the real
 ** one. Never freed. */
-static char broken_no_memory[] = "the pool is broken (no memory to say why)";
+static char broken_no_memory[] = "the pool is broken (not enough memory to say why)";
 
 int lf_executor_mark_broken(lf_executor *ex, const char *why) {
   if (ex->broken != NULL) return 0;

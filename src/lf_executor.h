@@ -35,6 +35,9 @@
 
 typedef struct lf_executor lf_executor;
 
+/* How to shut down (bits). */
+enum { LF_SHUTDOWN_CANCEL = 1, LF_SHUTDOWN_INTERRUPT = 2 };
+
 /* Why a submit was refused. */
 enum { LF_SUBMIT_OK = 0, LF_SUBMIT_SHUTDOWN, LF_SUBMIT_BROKEN, LF_SUBMIT_NOMEM };
 
@@ -48,9 +51,10 @@ typedef struct lf_executor_ops {
   /* Queue f, whose call is encoded (takes a reference to f). Returns an
   ** LF_SUBMIT_* code; never blocks on a running task. */
   int (*submit)(lf_executor *ex, lf_future *f);
-  /* Stop accepting work; with cancel, cancel what has not started. Wakes
+  /* Stop accepting work; `how` (LF_SHUTDOWN_* bits): cancel what has not
+  ** started, and stop the tasks that run (as f:interrupt() does). Wakes
   ** idle workers so they exit once the queue is empty. Idempotent. */
-  void (*shutdown)(lf_executor *ex, int cancel);
+  void (*shutdown)(lf_executor *ex, int how);
   /* Wait until every worker has exited, at most until the monotonic time
   ** `until` (negative: no limit). Returns 1 when they all have. */
   int (*join)(lf_executor *ex, double until);
@@ -60,6 +64,9 @@ typedef struct lf_executor_ops {
   ** when it did not. NULL for back-ends whose tasks must run in their
   ** workers (a process pool's). [-0,+0,m] */
   int (*run_here)(lf_executor *ex, lf_future *f, lua_State *L);
+  /* Send `sig` to every worker process (terminate_workers, kill_workers):
+  ** the pool is broken and shut down. NULL for a thread pool. */
+  void (*kill_workers)(lf_executor *ex, int sig);
   /* A short description for __tostring: "3/4 workers, 2 queued". */
   void (*describe)(lf_executor *ex, char *buf, size_t size);
   /* Free everything; called once, after join returned 1 and the last
@@ -74,6 +81,7 @@ struct lf_executor {
   ** they keep its memory, not its workers. The references above count as
   ** one origin reference together; destroy runs when both are gone. */
   lf_origin origin;
+  double task_timeout;        /* the default run limit of its tasks */
   char *broken;               /* why it is broken, or NULL */
   lf_codec_opts opts;         /* how results from its workers decode */
 };
@@ -86,6 +94,9 @@ typedef struct lf_pool_config {
                                  empty; moved into the pool on success */
   const char *path, *cpath;   /* package.path/cpath of worker states */
   int max_depth;              /* codec nesting limit both ways */
+  double task_timeout;        /* seconds a task may run, 0: no limit */
+  double grace;               /* process pool: seconds a worker has to stop
+                                 a task before it is killed */
   int return_functions;       /* results may carry Lua functions (process) */
   size_t max_memory;          /* bytes of Lua heap per worker, 0: none */
   long max_tasks_per_child;   /* process pool: 0 for no limit */

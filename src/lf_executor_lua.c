@@ -13,6 +13,7 @@
 ** referenced by its userdata (returned to the caller) and by the queue.
 */
 #include <limits.h>
+#include <signal.h>
 
 #include "lauxlib.h"
 
@@ -32,20 +33,22 @@
 
 static void kind_retain(void *obj) { lf_executor_retain(obj); }
 static void kind_release(void *obj) { lf_executor_release(obj); }
+/* A new userdata for a handle, made before the reference is taken, so that
+** a memory error leaves none behind. */
 static void kind_push(lua_State *L, void *obj) {
+  lf_executor **ud = lf_executor_newud(L);
   lf_executor_retain(obj);
-  lf_push_executor(L, obj);
+  *ud = obj;
 }
 
 static const lf_handle_kind executor_kind = {
   LF_EXECUTOR_MT, kind_retain, kind_release, kind_push
 };
 
-/* Pushes a userdata for ex that owns the caller's reference. The Lua side
-** of the module (futures.map, shutdown...) is loaded in the state first
-** when it can be, so that a handle has the same methods in a worker as in
-** the state that made it. [-0,+1,m] */
-void lf_push_executor(lua_State *L, lf_executor *ex) {
+/* An empty Executor userdata. The Lua side of the module (map, shutdown...)
+** is loaded in the state first when it can be, so that a handle has the
+** same methods in a worker as in the state that made it. [-0,+1,m] */
+lf_executor **lf_executor_newud(lua_State *L) {
   lf_open_core(L);   /* a worker state may not have opened the module yet */
   luaL_getmetatable(L, LF_EXECUTOR_MT);
   lua_getfield(L, -1, "__index");
@@ -56,12 +59,6 @@ void lf_push_executor(lua_State *L, lf_executor *ex) {
     lua_pushliteral(L, "futures");
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
   }
-  lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = ex;
-  luaL_setmetatable(L, LF_EXECUTOR_MT);
-}
-
-lf_executor **lf_executor_newud(lua_State *L) {
   lf_executor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
   *ud = NULL;
   luaL_setmetatable(L, LF_EXECUTOR_MT);
@@ -111,7 +108,7 @@ static int submit_refused(lua_State *L, lf_executor *ex, int rc) {
 ** cannot travel, pushes nil and the message instead (the caller says where
 ** the call came from). [-0,+(1|2),e] */
 static int submit_encoded(lua_State *L, lf_executor *ex, lf_taskkind kind,
-                          int first, int n) {
+                          double limit, int first, int n) {
   lf_future **ud = lua_newuserdatauv(L, sizeof *ud, 1);
   *ud = NULL;
   luaL_setmetatable(L, LF_FUTURE_MT);
@@ -119,6 +116,7 @@ static int submit_encoded(lua_State *L, lf_executor *ex, lf_taskkind kind,
   if (f == NULL) return luaL_error(L, "not enough memory");
   *ud = f;
   f->kind = kind;
+  f->run_limit = limit > 0 ? limit : ex->task_timeout;
   lf_future_decode_with(f, &ex->opts);
   if (ex->ops->run_here != NULL) {
     lf_origin_retain(&ex->origin);
@@ -154,11 +152,22 @@ static int executor_submit(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "submit");
   check_callable(L, 2, "function");
   lf_run_callbacks(L);
-  if (submit_encoded(L, ex, LF_TASK_CALL, 2, lua_gettop(L) - 1) == 1) return 1;
+  if (submit_encoded(L, ex, LF_TASK_CALL, 0, 2, lua_gettop(L) - 1) == 1)
+    return 1;
   luaL_where(L, 1);
   lua_insert(L, -2);
   lua_concat(L, 2);
   return lua_error(L);
+}
+
+/* ex:_submit_with(limit, fn, ...) -> future, or nil and the transfer error:
+** submit with a run limit of its own (the Lua side checks its options). */
+static int executor_submit_with(lua_State *L) {
+  lf_executor *ex = check_executor(L, 1, "submit_with");
+  lua_Number limit = luaL_checknumber(L, 2);
+  check_callable(L, 3, "function");
+  lf_run_callbacks(L);
+  return submit_encoded(L, ex, LF_TASK_CALL, limit, 3, lua_gettop(L) - 2);
 }
 
 /* ex:_submit_item(fn, ...) -> future, or nil and the transfer error: one
@@ -166,7 +175,7 @@ static int executor_submit(lua_State *L) {
 static int executor_submit_item(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "map");
   check_callable(L, 2, "function");
-  return submit_encoded(L, ex, LF_TASK_CALL, 2, lua_gettop(L) - 1);
+  return submit_encoded(L, ex, LF_TASK_CALL, 0, 2, lua_gettop(L) - 1);
 }
 
 /* ex:_submit_chunk(fn, m, args...) -> future, or nil and the transfer
@@ -178,16 +187,18 @@ static int executor_submit_chunk(lua_State *L) {
   lua_Integer m = luaL_checkinteger(L, 3);
   luaL_argcheck(L, m > 0 && (lua_gettop(L) - 3) % m == 0, 3,
                 "argument count is not a multiple of it");
-  return submit_encoded(L, ex, LF_TASK_CHUNK, 2, lua_gettop(L) - 1);
+  return submit_encoded(L, ex, LF_TASK_CHUNK, 0, 2, lua_gettop(L) - 1);
 }
 
-/* ex:_shutdown(wait, cancel_futures) — the Lua side parses the options. */
+/* ex:_shutdown(wait, cancel_futures, interrupt) — the Lua side parses the
+** options. */
 static int executor_shutdown(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "shutdown");
   int wait = lua_isnone(L, 2) || lua_toboolean(L, 2);
-  int cancel = lua_toboolean(L, 3);
+  int how = (lua_toboolean(L, 3) ? LF_SHUTDOWN_CANCEL : 0) |
+            (lua_toboolean(L, 4) ? LF_SHUTDOWN_INTERRUPT : 0);
   lf_run_callbacks(L);
-  ex->ops->shutdown(ex, cancel);
+  ex->ops->shutdown(ex, how);
   if (wait && lf_current_executor == ex) {
     lua_pushliteral(L, "a worker cannot wait for the shutdown of its own "
                        "pool (use shutdown{ wait = false })");
@@ -204,6 +215,26 @@ static int executor_shutdown(lua_State *L) {
   return 0;
 }
 
+/* ex:terminate_workers() / ex:kill_workers(): SIGTERM / SIGKILL to every
+** worker process; the pool is broken and shut down. */
+static int kill_workers(lua_State *L, int sig, const char *fname) {
+  lf_executor *ex = check_executor(L, 1, fname);
+  if (ex->ops->kill_workers == NULL)
+    return luaL_error(L, "%s: a %s has no worker processes (only a "
+                      "ProcessPoolExecutor has)", fname, ex->ops->name);
+  ex->ops->kill_workers(ex, sig);
+  lf_run_callbacks(L);
+  return 0;
+}
+
+static int executor_terminate_workers(lua_State *L) {
+  return kill_workers(L, SIGTERM, "terminate_workers");
+}
+
+static int executor_kill_workers(lua_State *L) {
+  return kill_workers(L, SIGKILL, "kill_workers");
+}
+
 static int executor_close(lua_State *L) {
   lua_settop(L, 1);
   return executor_shutdown(L);
@@ -212,6 +243,9 @@ static int executor_close(lua_State *L) {
 static const luaL_Reg executor_methods[] = {
   {"submit", executor_submit},
   {"_submit_item", executor_submit_item},
+  {"_submit_with", executor_submit_with},
+  {"terminate_workers", executor_terminate_workers},
+  {"kill_workers", executor_kill_workers},
   {"_submit_chunk", executor_submit_chunk},
   {"_shutdown", executor_shutdown},   /* the Lua side wraps it: shutdown */
   {NULL, NULL}
@@ -275,6 +309,12 @@ static int new_pool(lua_State *L, int process) {
   cfg.return_functions = lua_toboolean(L, -1);
   lua_pop(L, 1);
   cfg.max_tasks_per_child = (long)opt_integer(L, 1, "max_tasks_per_child", 0);
+  cfg.max_memory = (size_t)opt_integer(L, 1, "max_memory", 0);
+  lua_getfield(L, 1, "task_timeout");
+  cfg.task_timeout = lua_tonumber(L, -1);
+  lua_getfield(L, 1, "grace");
+  cfg.grace = lua_tonumber(L, -1);
+  lua_pop(L, 2);
   cfg.name = opt_string(L, 1, "name");                       /* 2 */
   char exe[PATH_MAX], spawn[PATH_MAX];
   if (process) {
@@ -302,6 +342,7 @@ static int new_pool(lua_State *L, int process) {
   lf_buf init = LF_BUF_INIT;
   lf_codec_opts copts = lf_codec_defaults;
   copts.in_process = process ? 0 : LF_CODEC_LEND;   /* the pool keeps it */
+  copts.share = LF_SHARE_DOWN;
   if (cfg.max_depth > 0) copts.max_depth = cfg.max_depth;
   encode_initializer(L, 1, &init, &copts);
   cfg.init = &init;

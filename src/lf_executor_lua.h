@@ -13,8 +13,6 @@
 
 #define LF_EXECUTOR_MT "futures.Executor"
 
-void lf_push_executor(lua_State *L, lf_executor *ex);   /* [-0,+1,m] */
-
 /* The two steps of making an executor for Lua, in this order so that an
 ** error between them leaves nothing unowned: push an empty Executor
 ** userdata [-0,+1,m]; then, once the engine exists, give its owner

@@ -36,6 +36,7 @@ lf_future *lf_future_new(void) {
   LF_CHECK(pthread_mutex_init(&f->mu, NULL));
   atomic_init(&f->refs, 1);
   atomic_init(&f->done, 0);
+  atomic_init(&f->stop, LF_STOP_NONE);
   f->state = LF_PENDING;
   lf_future_decode_with(f, &lf_codec_defaults);
   return f;
@@ -84,6 +85,7 @@ lf_codec_opts lf_future_decode_opts(lf_future *f) {
   o.in_process = f->dec_in_process;
   o.functions = f->dec_functions;
   o.max_depth = f->dec_depth;
+  o.pins = &f->result;   /* its shared objects, pinned by the result */
   return o;
 }
 
@@ -214,14 +216,63 @@ int lf_future_finish(lf_future *f, lf_buf *res, int failed) {
     lf_unlock(&f->mu);
     return -1;
   }
-  f->result = *res;
-  memset(res, 0, sizeof *res);
-  f->failed = failed;
-  f->state = LF_FINISHED;
+  f->runner = NULL;
+  if (atomic_load_explicit(&f->stop, memory_order_relaxed) == LF_STOP_CANCEL) {
+    f->state = LF_CANCELLED;   /* interrupted: what it returned is dropped */
+    lf_buf_free(res);
+  } else {
+    f->result = *res;
+    memset(res, 0, sizeof *res);
+    f->failed = failed;
+    f->state = LF_FINISHED;
+  }
   lf_buf_free(&f->call);
   notify_locked(f);
   lf_unlock(&f->mu);
   return 0;
+}
+
+void lf_future_run_by(lf_future *f, const lf_runner *r, void *arg) {
+  lf_lock(&f->mu);
+  if (f->state == LF_RUNNING) {
+    f->runner = r;
+    f->runner_arg = arg;
+    /* Interrupted between RUNNING and now: stop it at once. */
+    if (r != NULL &&
+        atomic_load_explicit(&f->stop, memory_order_relaxed) != LF_STOP_NONE)
+      r->stop(arg, f);
+  }
+  lf_unlock(&f->mu);
+}
+
+int lf_future_interrupt(lf_future *f, int why) {
+  int ok;
+  lf_lock(&f->mu);
+  switch (f->state) {
+    case LF_PENDING:
+      if (why != LF_STOP_CANCEL) { ok = 0; break; }
+      f->state = LF_CANCELLED;
+      lf_buf_free(&f->call);
+      notify_locked(f);
+      ok = 1;
+      break;
+    case LF_RUNNING: {
+      /* A compare-and-set: the task's own hook may set LF_STOP_TIMEOUT
+      ** without the lock when its run limit passes. */
+      int was = LF_STOP_NONE;
+      if (!atomic_compare_exchange_strong(&f->stop, &was, why)) {
+        ok = was == why;
+        break;
+      }
+      if (f->runner != NULL) f->runner->stop(f->runner_arg, f);
+      ok = 1;
+      break;
+    }
+    case LF_CANCELLED: ok = why == LF_STOP_CANCEL; break;
+    default: ok = 0; break;
+  }
+  lf_unlock(&f->mu);
+  return ok;
 }
 
 /* ---- waiters ---- */

@@ -102,6 +102,17 @@ typedef struct lf_origin {
 void lf_origin_retain(lf_origin *o);
 void lf_origin_release(lf_origin *o);
 
+/* Who runs a task, and how to stop it (lf_future_interrupt): a thread
+** worker sets a hook on its state, a process pool signals the worker.
+** `stop` is called with the future's mutex held, from any thread: it must
+** only flag and wake (no lock of a pool, no Lua call but lua_sethook). */
+typedef struct lf_runner {
+  void (*stop)(void *arg, lf_future *f);
+} lf_runner;
+
+/* Why a running task is being stopped (lf_future.stop). */
+enum { LF_STOP_NONE = 0, LF_STOP_CANCEL, LF_STOP_TIMEOUT };
+
 /* What a task is: one call, or a chunk of map items (see lf_task.h). */
 typedef enum lf_taskkind { LF_TASK_CALL, LF_TASK_CHUNK } lf_taskkind;
 
@@ -127,6 +138,12 @@ struct lf_future {
   lf_buf call;
   lf_future *next_queued;  /* the executor's queue link */
   lf_origin *origin;       /* who queued the task, or NULL (one reference) */
+  /* Stopping it while it runs: */
+  double run_limit;        /* seconds it may run (a task timeout), 0: none */
+  const lf_runner *runner; /* who runs it now (under mu), or NULL */
+  void *runner_arg;
+  atomic_int stop;         /* LF_STOP_*: set under mu, read by the runner's
+                              hook without it */
 };
 
 /* The Lua userdata of a future (its metatable is registered under this
@@ -147,7 +164,8 @@ int lf_future_spin(lf_future *f, double timeout);
 /* Decode the result of f with opts (in_process, functions, max_depth):
 ** set by the submitter before f is queued. */
 void lf_future_decode_with(lf_future *f, const lf_codec_opts *opts);
-/* The options to decode f's result with. */
+/* The options to decode f's result with (its own pins included: valid
+** once f is FINISHED). */
 lf_codec_opts lf_future_decode_opts(lf_future *f);
 
 /* PENDING -> CANCELLED (notifies) and returns 1; CANCELLED returns 1;
@@ -164,8 +182,22 @@ void lf_future_cancel_queue(lf_future *q);
 int lf_future_set_running(lf_future *f);
 
 /* Completes the future with *res (moved: *res is left empty). Returns 0,
-** or -1 if the future was already CANCELLED or FINISHED (res untouched). */
+** or -1 if the future was already CANCELLED or FINISHED (res untouched). A
+** future being stopped with LF_STOP_CANCEL ends CANCELLED instead (res is
+** dropped); one stopped with LF_STOP_TIMEOUT takes res as given (its runner
+** makes it a TimeoutError). Forgets its runner. */
 int lf_future_finish(lf_future *f, lf_buf *res, int failed);
+
+/* The runner of f while it runs; set by the runner once f is RUNNING, and
+** cleared (NULL) before it may not be stopped any more (its state goes on
+** to another task). */
+void lf_future_run_by(lf_future *f, const lf_runner *r, void *arg);
+
+/* f:interrupt(): PENDING -> CANCELLED and 1; RUNNING -> asks its runner
+** to stop it with `why` (LF_STOP_CANCEL or LF_STOP_TIMEOUT) and 1 (the
+** future will end CANCELLED, or as a TimeoutError); CANCELLED -> 1; a
+** FINISHED future, or one already being stopped for the other reason -> 0. */
+int lf_future_interrupt(lf_future *f, int why);
 
 /* Waiters. lf_waiter_init allocates room for n registrations (returns -1 on
 ** out of memory). attach registers on f, or records it at once as done;

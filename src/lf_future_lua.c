@@ -253,6 +253,16 @@ static int future_exception(lua_State *L) {
   return 2;
 }
 
+/* f:interrupt() -> whether the future will end cancelled: cancel() for a
+** pending one, a stop of its task for a running one. */
+static int future_interrupt(lua_State *L) {
+  lf_future *f = lf_check_future(L, 1);
+  int ok = lf_future_interrupt(f, LF_STOP_CANCEL);
+  lf_run_callbacks(L);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
 static int future_cancel(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
   int ok = lf_future_cancel(f);
@@ -286,7 +296,7 @@ static int future_add_done_callback(lua_State *L) {
   if (lf_add_callback(L, 1, f, 2)) return 0;
   lua_pushvalue(L, 2);   /* already done: call it now */
   lua_pushvalue(L, 1);
-  lf_call_callback(L);
+  lf_call_callback_now(L);
   return 0;
 }
 
@@ -358,6 +368,7 @@ static const luaL_Reg future_methods[] = {
   {"result", future_result},
   {"exception", future_exception},
   {"cancel", future_cancel},
+  {"interrupt", future_interrupt},
   {"cancelled", future_cancelled},
   {"running", future_running},
   {"done", future_done},

@@ -24,6 +24,8 @@ int luaopen_futures_core(lua_State *L) {
   lf_bind_codec(L);
   lf_bind_future(L);
   lf_bind_executor(L);
+  lf_bind_squeue(L);
+  lf_bind_sarray(L);
   lf_api_publish(L);
   return 1;
 }

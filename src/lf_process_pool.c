@@ -19,6 +19,17 @@
 ** are started, completed and failed under pool->mu); nobody takes pool->mu
 ** while holding a future's.
 **
+** Sharing and queues (lf_proto.h, "Shared objects" and "Queues"): each
+** slot records what the host shared with its worker (its holdings,
+** lf_pshare.c), which whoever sends it a frame brings up to date first. The
+** reader serves a worker's queue requests under pool->mu, without any Lua
+** state; a request that must wait is parked in the queue as a waiter
+** (struct park, one per worker at most) whose completion, on whatever
+** thread puts or gets, only moves it to the pool's done list under
+** `done_mu` and wakes the reader, which answers. Lock order: pool->mu, then
+** a queue's mutex, then done_mu (taken under a queue's mutex by a
+** completion); done_mu is never held while taking another lock.
+**
 ** Wake-ups: a submit that finds an idle worker writes the task to its
 ** socket at once (one sendmsg, no thread hand-off); one that finds every
 ** worker busy and the pool at max_workers only queues, with no system
@@ -29,12 +40,15 @@
 ** Ownership: the queue holds one reference to each queued future; a worker
 ** slot takes it over with the task and drops it when the future completes.
 ** The encoded call stays in the future (which frees it on completion) while
-** the slot's iovecs point into it. A task whose worker died before it could
-** run it goes back, with its reference, to the pool's list of tasks to send
-** again. The reader does not reference the pool: the owner joins it (and it
-** returns only once every worker process is reaped) before the pool is
-** destroyed. Workers are reaped by pid only, so the host's other children
-** are left alone.
+** the slot's output queue points into it. A task whose worker died before
+** it could run it goes back, with its reference, to the pool's list of
+** tasks to send again. A parked request holds a reference to its queue;
+** once completed it belongs to the done list until the reader answers it.
+** A worker that dies while parked loses nothing: an item already handed to
+** its request goes back to the front of the queue. The reader does not
+** reference the pool: the owner joins it (and it returns only once every
+** worker process is reaped) before the pool is destroyed. Workers are
+** reaped by pid only, so the host's other children are left alone.
 */
 #include <fcntl.h>
 #include <limits.h>
@@ -54,6 +68,8 @@
 #include "lf_common.h"
 #include "lf_process_pool.h"
 #include "lf_proto.h"
+#include "lf_pshare.h"
+#include "lf_squeue.h"
 #include "lf_state.h"
 
 extern char **environ;
@@ -78,11 +94,20 @@ typedef struct lf_proc {
   lf_future *task;           /* the running task (one reference) or NULL */
   uint32_t seq;              /* id of the last task sent */
   long ntasks;               /* tasks completed */
-  struct iovec iov[4];       /* output not written yet: iov[first..n) */
-  int iov_first, iov_n;
+  lf_outq out;               /* output not written yet; the TASK frame's
+                                segments are tagged */
   unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
+  lf_holdings held;          /* what the host shared with it */
+  lf_buf pins;               /* named by its PINS frame, for the next frame */
+  struct park *parked;       /* its queue request waiting, or NULL */
   const char *why;           /* why the host killed it, or NULL */
   int dead_socket;           /* a write failed: it is to be killed */
+  double deadline;           /* the task's run limit ends (0: none) */
+  double kill_at;            /* stopped, it must be done by then (0: not) */
+  struct lf_ppool *pool;     /* the slot's pool (for the runner) */
+  /* Set by any thread under the task's mutex (see stop_in_process): */
+  _Atomic(lf_future *) stop_task;
+  int doomed;                /* a frame for it was lost: the reader kills it */
   /* The reader's alone: */
   int eof, killed;
   double eof_at;
@@ -94,9 +119,13 @@ typedef struct lf_proc {
   size_t got;
 } lf_proc;
 
+typedef struct park park;
+
 typedef struct lf_ppool {
   lf_executor base;
   pthread_mutex_t mu;
+  pthread_mutex_t done_mu;   /* guards `done` */
+  park *done;                /* completed parked requests, to answer */
   pthread_cond_t exit_cv;    /* join waits here for the reader to exit */
   lf_queue queue;
   lf_queue retry;            /* RUNNING tasks to send again (their worker
@@ -105,6 +134,8 @@ typedef struct lf_ppool {
   int nidle;                 /* slots IDLE */
   int shutdown;
   int spawn_blocked;         /* a start failed: retry once a worker exits */
+  int kill_sig;              /* kill_workers: the signal to send, or 0 */
+  char *pending_break;       /* kill_workers: why the reader breaks it */
   int startup_failures;      /* workers in a row that died before READY */
   int reader;                /* R_* */
   int woken;                 /* a wake-up is in efd, not yet read */
@@ -114,11 +145,13 @@ typedef struct lf_ppool {
   /* Read-only once the pool exists: */
   int max_workers;
   long max_tasks;            /* per child; 0 for no limit */
+  double grace;              /* seconds a stopped task has before a kill */
   lf_proc *procs;            /* [max_workers] */
   char *exe;                 /* the interpreter, for argv[0] and messages */
   char *spawn_path;          /* what is executed (/proc/self/exe or exe) */
   unsigned char *init;       /* the INIT payload */
   size_t init_len;
+  lf_buf init_pins;          /* the shared objects the initializer names */
   /* The reader's alone: */
   lua_State *scratch;        /* builds BrokenProcessPool errors */
   struct pollfd *pfds;       /* [1 + 2 * max_workers] */
@@ -173,12 +206,16 @@ static void wake_locked(lf_ppool *p) {
   (void)n;   /* EAGAIN: the counter is already non-zero, the reader wakes */
 }
 
+/* Is part of w's TASK frame still unwritten? */
+static int task_unsent(const lf_proc *w) { return w->out.ntagged > 0; }
+
 /* The task of w never ran (its worker died before it had the whole frame,
 ** or before it was ready): it goes back to the pool, to be sent first to
-** another worker. It stays RUNNING: cancel() already failed for it. */
+** another worker. It stays RUNNING: cancel() already failed for it. What
+** was still to be written to w is dropped. */
 static void take_back_task_locked(lf_ppool *p, lf_proc *w) {
   lf_future *f = w->task;
-  w->iov_first = w->iov_n = 0;
+  lf_outq_clear(&w->out);
   if (f == NULL) return;
   w->task = NULL;
   lf_queue_push(&p->retry, f);   /* its call is still in f->call */
@@ -190,7 +227,8 @@ static void take_back_task_locked(lf_ppool *p, lf_proc *w) {
 ** reader, which sees its end-of-file, makes sure it exits (only the reaper
 ** may signal a pid). */
 static void socket_dead_locked(lf_ppool *p, lf_proc *w) {
-  take_back_task_locked(p, w);
+  if (task_unsent(w)) take_back_task_locked(p, w);
+  else lf_outq_clear(&w->out);
   if (w->state == W_IDLE) p->nidle--;
   w->state = W_CLOSING;
   w->dead_socket = 1;
@@ -200,56 +238,92 @@ static void socket_dead_locked(lf_ppool *p, lf_proc *w) {
 /* Write what is pending. Returns 0 when all is written, 1 when the socket
 ** is full (the reader continues on POLLOUT), -1 when the worker is gone. */
 static int flush_locked(lf_ppool *p, lf_proc *w) {
-  while (w->iov_first < w->iov_n) {
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = w->iov + w->iov_first;
-    msg.msg_iovlen = (size_t)(w->iov_n - w->iov_first);
-    ssize_t n = sendmsg(w->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
-      socket_dead_locked(p, w);
-      return -1;
-    }
-    size_t left = (size_t)n;
-    while (w->iov_first < w->iov_n && left >= w->iov[w->iov_first].iov_len)
-      left -= w->iov[w->iov_first++].iov_len;
-    if (w->iov_first < w->iov_n) {
-      struct iovec *v = &w->iov[w->iov_first];
-      v->iov_base = (char *)v->iov_base + left;
-      v->iov_len -= left;
-    }
-  }
-  w->iov_first = w->iov_n = 0;
-  return 0;
+  int rc = lf_outq_flush(&w->out, w->fd);
+  if (rc < 0) socket_dead_locked(p, w);
+  return rc;
 }
 
-static void push_iov(lf_proc *w, void *base, size_t len) {
-  if (w->iov_first > 0) {   /* compact: at most 4 entries are ever used */
-    memmove(w->iov, w->iov + w->iov_first,
-            (size_t)(w->iov_n - w->iov_first) * sizeof *w->iov);
-    w->iov_n -= w->iov_first;
-    w->iov_first = 0;
-  }
-  w->iov[w->iov_n].iov_base = base;
-  w->iov[w->iov_n].iov_len = len;
-  w->iov_n++;
+/* A frame for w could not be queued (no memory): w would wait for it for
+** ever, so it goes; its unsent task, if any, goes to another worker. The
+** reader kills it (only the reaper signals a pid). */
+static void lost_output_locked(lf_ppool *p, lf_proc *w) {
+  if (task_unsent(w)) take_back_task_locked(p, w);
+  else lf_outq_clear(&w->out);
+  if (w->why == NULL)
+    w->why = "there was no memory for what the host had to send it";
+  if (w->state == W_IDLE) p->nidle--;
+  w->state = W_CLOSING;
+  w->doomed = 1;
+  wake_locked(p);
 }
 
-/* Send f (RUNNING) to the idle worker w. The iovecs point into f->call,
-** which stays there until f completes: f completes only once the whole
-** frame is written (a result that comes earlier is a protocol error), or
-** goes back to the pool when its worker dies, to be written again. */
-static void send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
+/* Queue a control frame for w and write it (or ask the reader to). */
+static void send_frame_locked(lf_ppool *p, lf_proc *w, unsigned type,
+                              unsigned flag, uint32_t id, const void *payload,
+                              size_t len) {
+  if (w->state == W_CLOSING && (w->dead_socket || w->doomed)) return;
+  if (lf_outq_frame(&w->out, type, flag, id, payload, len) != 0) {
+    lost_output_locked(p, w);
+    return;
+  }
+  if (flush_locked(p, w) == 1) wake_locked(p);
+}
+
+/* Fail f (RUNNING, not sent) from any thread: what it names could not be
+** shared with the worker. Drops the queue's reference. */
+static void fail_unsendable(lf_ppool *p, lf_future *f, const char *why) {
+  lua_State *S = NULL;
+  char msg[400];
+  snprintf(msg, sizeof msg, "cannot send the task to a worker process: %s",
+           why);
+  lf_future_fail(f, "RuntimeError", msg, &p->base.opts, &S);
+  if (S != NULL) lua_close(S);
+  lf_future_release(f);
+}
+
+/* The runner of a task sent to a worker process: the reader signals the
+** worker (only the reader signals pids, see the file head), so this only
+** names the task and wakes the reader. Called under the task's mutex. */
+static void stop_in_process(void *arg, lf_future *f) {
+  lf_proc *w = arg;
+  atomic_store(&w->stop_task, f);
+  uint64_t one = 1;
+  ssize_t n = write(w->pool->efd, &one, sizeof one);
+  (void)n;   /* EAGAIN: the counter is non-zero already, the reader wakes */
+}
+
+static const lf_runner process_runner = { stop_in_process };
+
+/* Send f (RUNNING) to the idle worker w, after what it must share. The
+** call's segments point into f->call, which stays there until f completes:
+** f completes only once the whole frame is written (a result that comes
+** earlier is a protocol error), or goes back to the pool when its worker
+** dies, to be written again. Returns 0, or -1 when f could not be sent
+** (then failed, and w is still idle). */
+static int send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
+  char why[300];
+  if (f->call.nhandles > 0 &&
+      lf_holdings_share(&w->held, &f->call, &w->out, why, sizeof why) != 0) {
+    fail_unsendable(p, f, why);
+    return -1;
+  }
+  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
+                f->call.len);
+  if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR, NULL, NULL, 0, 1) != 0 ||
+      lf_outq_push(&w->out, f->call.data, f->call.len, NULL, NULL, 0, 1) != 0) {
+    fail_unsendable(p, f, "not enough memory");
+    lost_output_locked(p, w);   /* its output lost a frame: it cannot go on */
+    return -1;
+  }
   w->task = f;   /* the queue's reference moves here */
   w->state = W_BUSY;
   p->nidle--;
-  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
-                f->call.len);
-  push_iov(w, w->htask, LF_PROC_HDR);
-  if (f->call.len > 0) push_iov(w, f->call.data, f->call.len);
+  w->deadline = f->run_limit > 0 ? lf_now() + f->run_limit : 0;
+  w->kill_at = 0;
+  if (w->deadline > 0) wake_locked(p);   /* the reader's poll must end then */
+  lf_future_run_by(f, &process_runner, w);
   if (flush_locked(p, w) == 1) wake_locked(p);
+  return 0;
 }
 
 /* Send queued tasks to idle workers, the lowest slot first (so that the
@@ -260,14 +334,15 @@ static void dispatch_locked(lf_ppool *p) {
     lf_proc *w = &p->procs[i];
     if (w->state != W_IDLE) continue;
     if (p->retry.head != NULL) {   /* sent before, to a worker that died */
-      send_task_locked(p, w, lf_queue_pop(&p->retry));
+      if (send_task_locked(p, w, lf_queue_pop(&p->retry)) != 0) i--;
       continue;
     }
     while (p->queue.head != NULL && p->base.broken == NULL) {
       lf_future *f = lf_queue_pop(&p->queue);
       if (lf_future_set_running(f) == 1) {
-        send_task_locked(p, w, f);
-        break;
+        if (send_task_locked(p, w, f) == 0) break;
+        if (w->state != W_IDLE) break;
+        continue;   /* failed: the next one, to the same worker */
       }
       lf_future_release(f);   /* cancelled while queued */
     }
@@ -279,7 +354,7 @@ static void wind_down_locked(lf_ppool *p) {
   if ((!p->shutdown && p->base.broken == NULL) || has_work_locked(p)) return;
   for (int i = 0; i < p->max_workers; i++) {
     lf_proc *w = &p->procs[i];
-    if (w->state != W_IDLE || w->iov_first < w->iov_n) continue;
+    if (w->state != W_IDLE || lf_outq_pending(&w->out)) continue;
     shutdown(w->fd, SHUT_WR);
     w->state = W_CLOSING;
     p->nidle--;
@@ -320,15 +395,37 @@ static int pp_submit(lf_executor *ex, lf_future *f) {
   return LF_SUBMIT_OK;
 }
 
-static void pp_shutdown(lf_executor *ex, int cancel) {
+static void pp_shutdown(lf_executor *ex, int how) {
   lf_ppool *p = (lf_ppool *)ex;
   lf_future *q = NULL;
   lf_lock(&p->mu);
   p->shutdown = 1;
-  if (cancel) q = lf_queue_take(&p->queue);
+  if (how & (LF_SHUTDOWN_CANCEL | LF_SHUTDOWN_INTERRUPT))
+    q = lf_queue_take(&p->queue);
+  if (how & LF_SHUTDOWN_INTERRUPT)
+    for (int i = 0; i < p->max_workers; i++)
+      if (p->procs[i].task != NULL)
+        lf_future_interrupt(p->procs[i].task, LF_STOP_CANCEL);
   wake_locked(p);
   lf_unlock(&p->mu);
   lf_future_cancel_queue(q);
+}
+
+/* terminate_workers / kill_workers: the pool is broken (queued tasks fail)
+** and shut down; the reader sends `sig` to every worker. */
+static void pp_kill_workers(lf_executor *ex, int sig) {
+  lf_ppool *p = (lf_ppool *)ex;
+  lf_lock(&p->mu);
+  p->shutdown = 1;
+  p->kill_sig = sig;
+  if (p->reader == R_RUNNING) {
+    char why[96];
+    snprintf(why, sizeof why, "the pool's workers were sent signal %d (SIG%s)",
+             sig, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+    p->pending_break = strdup(why);   /* the reader breaks the pool */
+    wake_locked(p);
+  }
+  lf_unlock(&p->mu);
 }
 
 static int pp_join(lf_executor *ex, double until) {
@@ -364,18 +461,22 @@ static void pp_destroy(lf_executor *ex) {
   free(p->pfds);
   free(p->pfd_proc);
   free(p->init);
+  lf_buf_free(&p->init_pins);
   free(p->exe);
   free(p->spawn_path);
   lf_executor_free_broken(&p->base);
+  free(p->pending_break);
   if (p->efd >= 0) close(p->efd);
   LF_CHECK(pthread_mutex_destroy(&p->mu));
+  LF_CHECK(pthread_mutex_destroy(&p->done_mu));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));
   free(p);
 }
 
 static const lf_executor_ops pp_ops = {
   "ProcessPoolExecutor", "BrokenProcessPool", 0,
-  pp_submit, pp_shutdown, pp_join, NULL, pp_describe, pp_destroy,
+  pp_submit, pp_shutdown, pp_join, NULL, pp_kill_workers, pp_describe,
+  pp_destroy,
 };
 
 /* ---- the reader: starting workers ---- */
@@ -408,15 +509,17 @@ static int spawn_worker(lf_ppool *p, lf_proc *w) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 34)
   posix_spawn_file_actions_addclosefrom_np(&fa, LF_PROC_FD + 1);
 #endif
-  /* The reader blocks every signal; the worker starts with none blocked
-  ** and default actions (a host that ignores SIGINT or SIGPIPE does not
-  ** pass that on). */
-  sigset_t none, all;
-  sigemptyset(&none);
+  /* The reader blocks every signal; the worker starts with default actions
+  ** (a host that ignores SIGINT or SIGPIPE does not pass that on) and only
+  ** the stop signal blocked, until it has a handler for it: its default
+  ** action would end the process. */
+  sigset_t stop_only, all;
+  sigemptyset(&stop_only);
+  sigaddset(&stop_only, LF_STOP_SIGNAL);
   sigfillset(&all);
   sigdelset(&all, SIGKILL);
   sigdelset(&all, SIGSTOP);
-  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigmask(&attr, &stop_only);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
                                   POSIX_SPAWN_SETSIGDEF);
@@ -459,6 +562,7 @@ static void spawn_locked(lf_ppool *p, int n) {
     memset(w, 0, sizeof *w);
     w->state = W_SPAWNING;
     w->fd = w->pidfd = -1;
+    w->pool = p;
     p->nprocs++;
     slots[k++] = w;
   }
@@ -483,9 +587,29 @@ static void spawn_locked(lf_ppool *p, int n) {
     }
     w->state = W_IDLE;
     p->nidle++;
+    char why[300];
+    if (p->init_pins.nhandles > 0 &&
+        lf_holdings_share(&w->held, &p->init_pins, &w->out, why,
+                          sizeof why) != 0) {
+      char msg[400];
+      snprintf(msg, sizeof msg, "cannot pass the initializer's arguments to "
+               "a worker process: %s", why);
+      break_locked(p, msg);
+      shutdown(w->fd, SHUT_WR);   /* it gets no INIT: it exits */
+      w->state = W_CLOSING;
+      p->nidle--;
+      continue;
+    }
     lf_frame_pack(w->hinit, LF_FRAME_INIT, 0, 0, p->init_len);
-    push_iov(w, w->hinit, LF_PROC_HDR);
-    push_iov(w, p->init, p->init_len);
+    if (lf_outq_push(&w->out, w->hinit, LF_PROC_HDR, NULL, NULL, 0, 0) != 0 ||
+        lf_outq_push(&w->out, p->init, p->init_len, NULL, NULL, 0, 0) != 0) {
+      break_locked(p, "not enough memory to start a worker");
+      lf_outq_clear(&w->out);
+      shutdown(w->fd, SHUT_WR);
+      w->state = W_CLOSING;
+      p->nidle--;
+      continue;
+    }
     /* The first task goes out with INIT, in the same sendmsg. */
     dispatch_locked(p);
     if (w->state == W_IDLE) flush_locked(p, w);
@@ -502,10 +626,286 @@ static void kill_worker(lf_proc *w, const char *why) {
   }
 }
 
+/* Complete the task f of a worker with its outcome; a task stopped for its
+** run limit ends as a TimeoutError naming it, whatever the worker sent
+** (lf_future_finish makes an interrupted one CANCELLED). */
+static void finish_task(lf_ppool *p, lf_future *f, lf_buf *outcome,
+                        int failed) {
+  if (atomic_load(&f->stop) == LF_STOP_TIMEOUT) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the task ran longer than its limit of %.14g "
+             "seconds", f->run_limit);
+    lf_future_fail(f, "TimeoutError", msg, &p->base.opts, &p->scratch);
+    return;
+  }
+  lf_future_finish(f, outcome, failed);
+}
+
+/* ---- the reader: queue requests of workers ---- */
+
+/* A worker's queue request that waits in its queue (lf_sqwait first: the
+** queue sees only that). */
+struct park {
+  lf_sqwait w;
+  lf_ppool *p;
+  lf_proc *proc;             /* the worker that asked */
+  lf_squeue *q;              /* one reference */
+  uint32_t req;              /* the request's id, repeated in the reply */
+  double deadline;           /* monotonic; negative: none */
+  park *next_done;
+};
+
+/* The queue completed a parked request (any thread; the queue's mutex
+** held): the reader answers it. */
+static void park_done(lf_sqwait *sw) {
+  park *k = (park *)sw;
+  lf_ppool *p = k->p;
+  lf_lock(&p->done_mu);
+  if (p->done == NULL) {   /* parks exist only while the reader runs */
+    uint64_t one = 1;
+    ssize_t r = write(p->efd, &one, sizeof one);
+    (void)r;   /* EAGAIN: the reader wakes anyway */
+  }
+  k->next_done = p->done;
+  p->done = k;
+  lf_unlock(&p->done_mu);
+}
+
+static void reply_locked(lf_ppool *p, lf_proc *w, uint32_t req,
+                         unsigned outcome, const void *payload, size_t len) {
+  send_frame_locked(p, w, LF_FRAME_QREPLY, outcome, req, payload, len);
+}
+
+static void reply_error_locked(lf_ppool *p, lf_proc *w, uint32_t req,
+                               const char *msg) {
+  reply_locked(p, w, req, LF_QR_ERROR, msg, strlen(msg));
+}
+
+/* The reply to a get: the item, after sharing what it names with w. An
+** item that cannot go to w (it holds a future, say) goes back to the
+** front of q, and w's get raises why. Takes *it. */
+static void reply_item_locked(lf_ppool *p, lf_proc *w, uint32_t req,
+                              lf_squeue *q, lf_sqitem *it) {
+  char why[300];
+  if (lf_sqitem_encode(it) != 0) {   /* a plain item: its bytes now */
+    lf_squeue_unget(q, it);
+    reply_error_locked(p, w, req, "not enough memory");
+    return;
+  }
+  if (it->buf.nhandles > 0 &&
+      lf_holdings_share(&w->held, &it->buf, &w->out, why, sizeof why) != 0) {
+    lf_squeue_unget(q, it);
+    char msg[400];
+    snprintf(msg, sizeof msg, "a worker process cannot take this item: %s",
+             why);
+    reply_error_locked(p, w, req, msg);
+    return;
+  }
+  /* Header and how to decode it, then the item's bytes as they are. */
+  unsigned char *h = calloc(1, LF_PROC_HDR + LF_QITEM_PREFIX);
+  if (h == NULL) {
+    lf_squeue_unget(q, it);
+    reply_error_locked(p, w, req, "not enough memory");
+    return;
+  }
+  lf_frame_pack(h, LF_FRAME_QREPLY, LF_QR_OK, req,
+                LF_QITEM_PREFIX + it->buf.len);
+  h[LF_PROC_HDR] = (unsigned char)(!it->untrusted || it->functions);
+  uint16_t depth = it->untrusted ? it->depth : 0;
+  memcpy(h + LF_PROC_HDR + 2, &depth, 2);
+  unsigned char *data = it->buf.data;
+  size_t len = it->buf.len;
+  it->buf.data = NULL;
+  lf_buf_free(&it->buf);   /* its pins: w's holdings have their own */
+  if (lf_outq_push(&w->out, h, LF_PROC_HDR + LF_QITEM_PREFIX, h, NULL, 0, 0)
+      != 0) {
+    free(data);
+    lost_output_locked(p, w);   /* a lost frame: w cannot go on */
+    return;
+  }
+  if (lf_outq_push(&w->out, data, len, data, NULL, 0, 0) != 0) {
+    lost_output_locked(p, w);
+    return;
+  }
+  if (flush_locked(p, w) == 1) wake_locked(p);
+}
+
+/* Answer a request that left its queue, and free it. */
+static void answer_park_locked(lf_ppool *p, park *k) {
+  lf_proc *w = k->proc;
+  if (w->parked == k) w->parked = NULL;
+  int st = k->w.status;
+  if (st == LF_SQ_OK && !k->w.put) {
+    reply_item_locked(p, w, k->req, k->q, &k->w.item);
+  } else {
+    lf_sqitem_free(&k->w.item);   /* a put's item that did not go in */
+    reply_locked(p, w, k->req, st == LF_SQ_OK ? LF_QR_OK
+                 : st == LF_SQ_CLOSED ? LF_QR_CLOSED
+                 : st == LF_SQ_FULL ? LF_QR_FULL : LF_QR_EMPTY, NULL, 0);
+  }
+  lf_squeue_release(k->q);
+  free(k);
+}
+
+/* Park w's request on q until it can be done or `timeout` passes
+** (negative: none). A put brings *it. */
+static void park_locked(lf_ppool *p, lf_proc *w, lf_squeue *q, int put,
+                        lf_sqitem *it, uint32_t req, double timeout) {
+  park *k = calloc(1, sizeof *k);
+  if (k == NULL) {
+    lf_sqitem_free(it);
+    reply_error_locked(p, w, req, "not enough memory");
+    return;
+  }
+  k->w.put = put;
+  if (put) { k->w.item = *it; memset(it, 0, sizeof *it); }
+  k->w.done = park_done;
+  k->p = p;
+  k->proc = w;
+  k->q = q;
+  lf_squeue_retain(q);
+  k->req = req;
+  k->deadline = timeout < 0 ? -1 : lf_now() + timeout;
+  w->parked = k;
+  if (lf_squeue_park(q, &k->w) != LF_SQ_PENDING)
+    answer_park_locked(p, k);   /* it could be done after all */
+}
+
+/* Answer the parked requests that completed. Reader only. */
+static void drain_done_locked(lf_ppool *p) {
+  lf_lock(&p->done_mu);
+  park *k = p->done;
+  p->done = NULL;
+  lf_unlock(&p->done_mu);
+  while (k != NULL) {
+    park *next = k->next_done;
+    answer_park_locked(p, k);
+    k = next;
+  }
+}
+
+/* Answer the parked requests whose time is up; returns the nearest
+** deadline of the others (negative: none). Reader only. */
+static double expire_parks_locked(lf_ppool *p) {
+  double now = lf_now(), next = -1;
+  for (int i = 0; i < p->max_workers; i++) {
+    park *k = p->procs[i].parked;
+    if (k == NULL || k->deadline < 0) continue;
+    if (now >= k->deadline) {
+      if (lf_squeue_unpark(k->q, &k->w)) {
+        k->w.status = k->w.put ? LF_SQ_FULL : LF_SQ_EMPTY;
+        answer_park_locked(p, k);
+      }   /* else it completed: on the done list, answered next round */
+    } else if (next < 0 || k->deadline < next) {
+      next = k->deadline;
+    }
+  }
+  return next;
+}
+
+/* The worker of w is gone: its parked request goes, and an item already
+** handed to it goes back to the front of its queue. Reader only. */
+static void unpark_gone_locked(lf_ppool *p, lf_proc *w) {
+  park *k = w->parked;
+  if (k == NULL) return;
+  w->parked = NULL;
+  if (!lf_squeue_unpark(k->q, &k->w)) {
+    lf_lock(&p->done_mu);   /* completed: take it off the done list */
+    for (park **pk = &p->done; *pk != NULL; pk = &(*pk)->next_done)
+      if (*pk == k) { *pk = k->next_done; break; }
+    lf_unlock(&p->done_mu);
+    if (!k->w.put && k->w.status == LF_SQ_OK) lf_squeue_unget(k->q, &k->w.item);
+  }
+  lf_sqitem_free(&k->w.item);
+  lf_squeue_release(k->q);
+  free(k);
+}
+
+/* The shared objects of w's PINS frame go to the frame they announce. */
+static void take_pins(lf_proc *w, lf_buf *b) {
+  b->handles = w->pins.handles;
+  b->nhandles = w->pins.nhandles;
+  b->hcap = w->pins.hcap;
+  w->pins.handles = NULL;
+  w->pins.nhandles = w->pins.hcap = 0;
+}
+
+/* A QUEUE request of w (payload: u64 queue id, f64 timeout, a put's
+** item). */
+static void queue_request_locked(lf_ppool *p, lf_proc *w, const lf_frame *fr,
+                                 lf_buf *payload) {
+  if (!w->ready || w->task == NULL || task_unsent(w) || w->parked != NULL ||
+      payload->len < 16) {
+    kill_worker(w, "it sent a queue request outside a task");
+    return;
+  }
+  uint64_t qid;
+  double timeout;
+  memcpy(&qid, payload->data, 8);
+  memcpy(&timeout, payload->data + 8, 8);
+  if (timeout != timeout) timeout = 0;          /* NaN: do not wait */
+  else if (timeout < 0 || timeout > 1e9) timeout = -1;
+  lf_held *e = lf_holdings_find(&w->held, LF_SQUEUE_WIRE, qid);
+  if (e == NULL) {
+    kill_worker(w, "it named a queue it was not given");
+    return;
+  }
+  lf_squeue *q = e->obj;
+  uint32_t req = fr->id;
+  switch (fr->flag) {
+    case LF_QOP_PUT: {
+      lf_sqitem it = LF_SQITEM_INIT;
+      it.untrusted = 1;
+      it.functions = (unsigned char)p->base.opts.functions;
+      it.depth = (unsigned short)p->base.opts.max_depth;
+      it.buf = *payload;   /* the item is what follows the 16 bytes */
+      memset(payload, 0, sizeof *payload);
+      it.buf.len -= 16;
+      memmove(it.buf.data, it.buf.data + 16, it.buf.len);
+      take_pins(w, &it.buf);
+      int rc = lf_squeue_put(q, &it);
+      if (rc == LF_SQ_FULL && timeout != 0) {
+        park_locked(p, w, q, 1, &it, req, timeout);
+        return;
+      }
+      lf_sqitem_free(&it);
+      if (rc < 0) reply_error_locked(p, w, req, "not enough memory");
+      else reply_locked(p, w, req, (unsigned)rc, NULL, 0);
+      return;
+    }
+    case LF_QOP_GET: {
+      lf_sqitem it = LF_SQITEM_INIT;
+      int rc = lf_squeue_get(q, &it);
+      if (rc == LF_SQ_OK) reply_item_locked(p, w, req, q, &it);
+      else if (rc == LF_SQ_EMPTY && timeout != 0)
+        park_locked(p, w, q, 0, &it, req, timeout);
+      else reply_locked(p, w, req, (unsigned)rc, NULL, 0);
+      return;
+    }
+    case LF_QOP_CLOSE:
+      lf_squeue_close(q);
+      reply_locked(p, w, req, LF_QR_OK, NULL, 0);
+      return;
+    case LF_QOP_SIZE: {
+      uint64_t n = lf_squeue_size(q);
+      reply_locked(p, w, req, LF_QR_OK, &n, sizeof n);
+      return;
+    }
+    default:
+      kill_worker(w, "it sent a queue request of an unknown kind");
+  }
+}
+
 /* Handle one whole frame from w; takes *payload when it keeps it. */
 static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
                     lf_buf *payload) {
   lf_lock(&p->mu);
+  if (w->pins.nhandles > 0 && fr->type != LF_FRAME_RESULT &&
+      !(fr->type == LF_FRAME_QUEUE && fr->flag == LF_QOP_PUT)) {
+    kill_worker(w, "it sent PINS before a frame that names nothing");
+    lf_unlock(&p->mu);
+    return;
+  }
   switch (fr->type) {
     case LF_FRAME_READY:
       if (w->ready) kill_worker(w, "it sent READY twice");
@@ -532,7 +932,7 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
     }
     case LF_FRAME_RESULT: {
       if (w->task == NULL || fr->id != w->seq || fr->flag > 1 || !w->ready ||
-          w->iov_first < w->iov_n) {
+          task_unsent(w) || w->parked != NULL) {
         kill_worker(w, "it sent a result nobody asked for");
         break;
       }
@@ -548,10 +948,29 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
         dispatch_locked(p);   /* the next task first: the worker waits */
         wind_down_locked(p);
       }
-      lf_future_finish(f, payload, (int)fr->flag);
+      take_pins(w, payload);
+      finish_task(p, f, payload, (int)fr->flag);
       lf_future_release(f);
       break;
     }
+    case LF_FRAME_PINS:
+      if (w->pins.nhandles > 0 ||
+          lf_holdings_pin(&w->held, payload->data, payload->len, &w->pins) != 0)
+        kill_worker(w, "it named a shared object it was not given");
+      break;
+    case LF_FRAME_QUEUE:
+      queue_request_locked(p, w, fr, payload);
+      break;
+    case LF_FRAME_UNUSED:
+      /* Only when nothing was sent since it went idle: a task on its way
+      ** may name what it reports. It reports again when next idle. */
+      if (w->state != W_IDLE) break;
+      if (lf_holdings_forget(&w->held, payload->data, payload->len,
+                             &w->out) != 0)
+        kill_worker(w, "it sent a malformed UNUSED frame");
+      else if (flush_locked(p, w) == 1)
+        wake_locked(p);
+      break;
     default:
       kill_worker(w, "it sent a frame of the wrong kind");
   }
@@ -669,14 +1088,18 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   char how[128], msg[256];
   describe_status(status, known, how, sizeof how);
   lf_lock(&p->mu);
+  /* Its queue request first: once its task fails, whoever waits for that
+  ** may use the queue, which must be as if the worker never asked. */
+  unpark_gone_locked(p, w);
   if (w->why != NULL)
     snprintf(msg, sizeof msg, "worker process %d was killed because %s",
              (int)w->pid, w->why);
   else
     snprintf(msg, sizeof msg, "worker process %d died: %s", (int)w->pid, how);
   /* A task that it never had whole, or had before it was ready, did not
-  ** run: it goes again. */
-  if (w->task != NULL && (w->iov_first < w->iov_n || !w->ready))
+  ** run: it goes again, unless it was being stopped. */
+  if (w->task != NULL && (task_unsent(w) || !w->ready) &&
+      atomic_load(&w->task->stop) == LF_STOP_NONE)
     take_back_task_locked(p, w);
   if (!w->ready && p->base.broken == NULL &&
       ++p->startup_failures >= STARTUP_TRIES) {
@@ -688,12 +1111,20 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
     break_locked(p, why);
   }
   if (w->task != NULL) {
-    fail_future(p, w->task, w->ready || p->base.broken == NULL
-                                ? msg : p->base.broken);
+    if (atomic_load(&w->task->stop) != LF_STOP_NONE) {
+      lf_buf none = LF_BUF_INIT;   /* killed while stopping: as asked */
+      finish_task(p, w->task, &none, 1);
+    } else {
+      fail_future(p, w->task, w->ready || p->base.broken == NULL
+                                  ? msg : p->base.broken);
+    }
     lf_future_release(w->task);
     w->task = NULL;
   }
   if (w->state == W_IDLE) p->nidle--;
+  lf_outq_free(&w->out);
+  lf_holdings_clear(&w->held);
+  lf_buf_free(&w->pins);
   close(w->fd);
   if (w->pidfd >= 0) close(w->pidfd);
   lf_buf_free(&w->big);
@@ -726,13 +1157,68 @@ static void try_reap(lf_ppool *p, lf_proc *w) {
   }
 }
 
+/* Stopping tasks (reader, pool->mu held): a run limit that passed asks for
+** a stop; a stop asked for is a signal to the worker carrying the task's id
+** (lf_proto.h: the worker ignores one for another task); a worker that has
+** not stopped within the grace period is killed. Lowers *timeout (ms, -1:
+** none) to the next of these moments. */
+static void tend_stops_locked(lf_ppool *p, int *timeout) {
+  double now = lf_now(), next = 0;
+  for (int i = 0; i < p->max_workers; i++) {
+    lf_proc *w = &p->procs[i];
+    lf_future *f = w->state == W_BUSY ? w->task : NULL;
+    if (f == NULL) {
+      atomic_store(&w->stop_task, NULL);   /* for a task gone already */
+      continue;
+    }
+    if (w->deadline > 0 && now >= w->deadline) {
+      w->deadline = 0;
+      lf_future_interrupt(f, LF_STOP_TIMEOUT);   /* names f in stop_task */
+    }
+    if (atomic_exchange(&w->stop_task, NULL) == f && w->kill_at == 0) {
+      union sigval v;
+      v.sival_int = (int)w->seq;
+      sigqueue(w->pid, LF_STOP_SIGNAL, v);   /* not reaped: still ours */
+      w->kill_at = now + p->grace;
+    }
+    if (w->kill_at > 0 && now >= w->kill_at)
+      kill_worker(w, "it did not stop its task within the grace period");
+    double t = w->deadline;
+    if (w->kill_at > now && (t == 0 || w->kill_at < t)) t = w->kill_at;
+    if (t > 0 && (next == 0 || t < next)) next = t;
+  }
+  if (next > 0) {
+    int ms = (int)((next - now) * 1000) + 1;
+    if (*timeout < 0 || ms < *timeout) *timeout = ms;
+  }
+}
+
+/* kill_workers (reader, pool->mu held): break the pool, then send the
+** signal to every worker. */
+static void tend_kill_locked(lf_ppool *p) {
+  if (p->pending_break != NULL) {
+    break_locked(p, p->pending_break);
+    free(p->pending_break);
+    p->pending_break = NULL;
+  }
+  if (p->kill_sig == 0) return;
+  for (int i = 0; i < p->max_workers; i++) {
+    lf_proc *w = &p->procs[i];
+    if (w->state != W_FREE && w->state != W_SPAWNING) kill(w->pid, p->kill_sig);
+  }
+  p->kill_sig = 0;
+}
+
 static void *reader_main(void *arg) {
   lf_ppool *p = arg;
   pthread_setname_np(pthread_self(), "lf-procpool");
   lf_lock(&p->mu);
   for (;;) {
+    tend_kill_locked(p);
     /* Tasks taken back from a worker after the pool broke go nowhere. */
     if (p->base.broken != NULL) fail_retries_locked(p);
+    drain_done_locked(p);
+    double next_deadline = expire_parks_locked(p);
     dispatch_locked(p);
     wind_down_locked(p);
     if (p->shutdown && !has_work_locked(p) && p->nprocs == 0) break;
@@ -744,6 +1230,10 @@ static void *reader_main(void *arg) {
       spawn_locked(p, want);
       continue;
     }
+    for (int i = 0; i < p->max_workers; i++) {   /* lost a frame: it goes */
+      lf_proc *w = &p->procs[i];
+      if (w->doomed && !w->killed) kill_worker(w, NULL);
+    }
     /* Wait for every worker's socket and exit, and for the eventfd. */
     int n = 0, timeout = -1;
     p->pfds[n].fd = p->efd;
@@ -754,7 +1244,7 @@ static void *reader_main(void *arg) {
       if (w->state == W_FREE || w->state == W_SPAWNING) continue;
       if (!w->eof) {
         p->pfds[n].fd = w->fd;
-        p->pfds[n].events = POLLIN | (w->iov_first < w->iov_n ? POLLOUT : 0);
+        p->pfds[n].events = POLLIN | (lf_outq_pending(&w->out) ? POLLOUT : 0);
         p->pfd_proc[n++] = w;
       }
       if (w->pidfd >= 0) {
@@ -764,6 +1254,12 @@ static void *reader_main(void *arg) {
       } else if (w->eof) {
         timeout = 10;
       }
+    }
+    tend_stops_locked(p, &timeout);
+    if (next_deadline >= 0) {   /* a parked queue request's timeout */
+      double ms = ceil((next_deadline - lf_now()) * 1e3);
+      int t = ms < 0 ? 0 : ms > 1e6 ? 1000000 : (int)ms;
+      if (timeout < 0 || t < timeout) timeout = t;
     }
     lf_unlock(&p->mu);
     int rc = poll(p->pfds, (nfds_t)n, timeout);
@@ -874,11 +1370,21 @@ lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
     free(p->spawn_path); free(p->init); free(p);
     return NULL;
   }
-  /* The initializer travels inside INIT: the pool keeps no lf_buf of it. */
-  if (cfg->init != NULL) lf_buf_free(cfg->init);
+  /* The initializer travels inside INIT: the pool keeps only its pins, the
+  ** queues and arrays it names, to share with each new worker. */
+  if (cfg->init != NULL) {
+    p->init_pins.handles = cfg->init->handles;
+    p->init_pins.nhandles = cfg->init->nhandles;
+    p->init_pins.hcap = cfg->init->hcap;
+    cfg->init->handles = NULL;
+    cfg->init->nhandles = cfg->init->hcap = 0;
+    lf_buf_free(cfg->init);
+  }
   for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
   lf_executor_init(&p->base, &pp_ops, cfg);
+  p->grace = cfg->grace > 0 ? cfg->grace : LF_DEFAULT_GRACE;
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));
+  LF_CHECK(pthread_mutex_init(&p->done_mu, NULL));
   lf_cond_init(&p->exit_cv);
   lf_queue_init(&p->queue);
   lf_queue_init(&p->retry);

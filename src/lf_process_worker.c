@@ -16,8 +16,22 @@
 ** thread may watch the socket for a few microseconds before it blocks
 ** (spin_for_input), only while that pays (lf_spin.h).
 **
+** Shared objects and queues (lf_proto.h): the main thread also receives
+** the descriptors of SHARE frames (they come as SCM_RIGHTS with the bytes,
+** kept in arrival order until a SHARE entry takes one), maps the arrays
+** (lf_sarray_import), and carries the operations on the host's queues:
+** it is the transport of queue proxies (lf_squeue.h), which writes one
+** QUEUE request and reads frames until its QREPLY, handling control frames
+** (SHARE, FORGET) that come first. Only the main thread may use it: a
+** thread task of the worker's own thread pool gets an error. After
+** IDLE_SWEEP seconds without a task, a worker that holds shared objects
+** collects its garbage and tells the host what nothing uses (UNUSED).
+**
 ** Ownership: the read buffer, the state and each task's encoded outcome
 ** belong to the main thread; the outcome is freed once it is written.
+** Received descriptors belong to the FIFO until a SHARE entry takes one
+** (lf_sarray_import closes it); imported arrays and queue proxies belong
+** to their tables (lf_sarray.c, lf_squeue.c) until the host's FORGET.
 */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,13 +56,56 @@
 #include "lf_process_worker.h"
 #include "lf_proto.h"
 #include "lf_spin.h"
+#include "lf_sarray.h"
+#include "lf_squeue.h"
 #include "lf_state.h"
 #include "lf_task.h"
 
 #define EXIT_PROTOCOL 3   /* the host sent something we do not understand */
+#define IDLE_SWEEP 0.1    /* seconds idle before reporting unused objects */
 
 static atomic_int busy;        /* a task or the initializer is running */
 static atomic_int host_gone;   /* the watchdog saw the host hang up */
+
+/* Stopping the task that runs (lf_proto.h, LF_STOP_SIGNAL): the handler
+** runs on the main thread (the watchdog blocks every signal) and only sets
+** the stop request and Lua's hook, which lua_sethook allows from a signal
+** handler (lua.c does the same for Ctrl-C). */
+static lua_State *task_state;      /* the worker's state, once it has one */
+static atomic_uint running_id;     /* the id of the task that runs, 0: none */
+static atomic_uint asked_id;       /* the id the last stop signal named */
+static atomic_int task_stop;       /* LF_STOP_*, for lf_stop_enter */
+
+/* Stop the task that runs if it is task `id`. */
+static void stop_if_running(unsigned id) {
+  if (id == 0 || id != atomic_load(&running_id) || task_state == NULL) return;
+  atomic_store(&task_stop, LF_STOP_CANCEL);
+  lf_stop_now(task_state);
+}
+
+/* A signal may come before its task starts (it is sent once the task is on
+** its way): the id is kept, and looked at again when a task starts. */
+static void on_stop_signal(int sig, siginfo_t *info, void *ctx) {
+  (void)sig;
+  (void)ctx;
+  unsigned id = (unsigned)info->si_value.sival_int;
+  atomic_store(&asked_id, id);
+  stop_if_running(id);
+}
+
+/* The pool starts us with the stop signal blocked: unblocked once handled. */
+static void catch_stop_signal(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_stop_signal;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(LF_STOP_SIGNAL, &sa, NULL);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, LF_STOP_SIGNAL);
+  pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+}
 
 static void *watchdog_main(void *arg) {
   (void)arg;
@@ -100,6 +157,64 @@ typedef struct rbuf {
 
 #define RBUF_SMALL ((size_t)64 << 10)
 
+/* Descriptors received with SHARE frames, oldest first, not yet taken. */
+static int *fdq;
+static size_t fdq_head, fdq_n, fdq_cap;
+
+static int fdq_push(int fd) {
+  if (fdq_head + fdq_n == fdq_cap) {
+    if (fdq_head > 0) {
+      memmove(fdq, fdq + fdq_head, fdq_n * sizeof *fdq);
+      fdq_head = 0;
+    } else {
+      size_t cap = fdq_cap ? 2 * fdq_cap : 64;
+      int *q = realloc(fdq, cap * sizeof *q);
+      if (q == NULL) return -1;
+      fdq = q;
+      fdq_cap = cap;
+    }
+  }
+  fdq[fdq_head + fdq_n++] = fd;
+  return 0;
+}
+
+static int fdq_pop(void) {
+  if (fdq_n == 0) return -1;
+  fdq_n--;
+  return fdq[fdq_head++];
+}
+
+/* read() that also keeps the descriptors that come along. A message whose
+** descriptors did not all fit is a protocol error (a SHARE would lack
+** some). */
+static ssize_t recv_fds(void *buf, size_t len) {
+  struct iovec iov = { buf, len };
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * LF_SHARE_MAXFDS)];
+    struct cmsghdr align;
+  } cm;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cm.buf;
+  msg.msg_controllen = sizeof cm.buf;
+  ssize_t n = recvmsg(LF_PROC_FD, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (fdq_push(fd) != 0) close(fd);
+    }
+  }
+  if (msg.msg_flags & MSG_CTRUNC) _exit(EXIT_PROTOCOL);
+  return n;
+}
+
 /* Make at least `need` unread bytes available. Returns 1, 0 at end-of-file
 ** before any byte of them, -1 on a short read or an error. */
 static int rbuf_fill(rbuf *rb, size_t need) {
@@ -115,7 +230,7 @@ static int rbuf_fill(rbuf *rb, size_t need) {
         rb->cap = need;
       }
     }
-    ssize_t n = read(LF_PROC_FD, rb->data + rb->end, rb->cap - rb->end);
+    ssize_t n = recv_fds(rb->data + rb->end, rb->cap - rb->end);
     if (n == 0) return rb->end == rb->start ? 0 : -1;
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -191,16 +306,19 @@ static int read_frame(rbuf *rb, lf_frame *fr, unsigned char **payload) {
   return 1;
 }
 
-/* Write a whole frame. A host that went away ends the worker. */
-static void send_frame(unsigned type, unsigned flag, uint32_t id,
-                       const void *data, size_t len) {
+/* Write a whole frame whose payload is a then b. A host that went away
+** ends the worker. */
+static void send_frame2(unsigned type, unsigned flag, uint32_t id,
+                        const void *a, size_t alen, const void *b,
+                        size_t blen) {
   unsigned char h[LF_PROC_HDR];
-  lf_frame_pack(h, type, flag, id, len);
-  struct iovec iov[2] = { { h, LF_PROC_HDR }, { (void *)data, len } };
+  lf_frame_pack(h, type, flag, id, alen + blen);
+  struct iovec iov[3] = { { h, LF_PROC_HDR }, { (void *)a, alen },
+                          { (void *)b, blen } };
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = iov;
-  msg.msg_iovlen = len > 0 ? 2 : 1;
+  msg.msg_iovlen = 3;
   while (msg.msg_iovlen > 0) {
     ssize_t n = sendmsg(LF_PROC_FD, &msg, MSG_NOSIGNAL);
     if (n < 0) {
@@ -220,9 +338,200 @@ static void send_frame(unsigned type, unsigned flag, uint32_t id,
   }
 }
 
+static void send_frame(unsigned type, unsigned flag, uint32_t id,
+                       const void *data, size_t len) {
+  send_frame2(type, flag, id, data, len, NULL, 0);
+}
+
 static void init_failed(const char *msg) {
   send_frame(LF_FRAME_INIT_FAILED, 0, 0, msg, strlen(msg));
   exit(EXIT_PROTOCOL);
+}
+
+/* ---- shared objects and the host's queues ---- */
+
+static rbuf *input;               /* the main thread's read buffer */
+static pthread_t main_thread;
+static uint32_t request_seq;      /* the id of the last QUEUE request */
+
+/* A SHARE frame: map each array with the next descriptor received. */
+static void take_shares(const unsigned char *p, size_t len) {
+  if (len % LF_SHARE_ENTRY != 0) _exit(EXIT_PROTOCOL);
+  for (size_t off = 0; off < len; off += LF_SHARE_ENTRY) {
+    const unsigned char *e = p + off;
+    uint64_t id, n;
+    memcpy(&id, e + 8, 8);
+    memcpy(&n, e + 16, 8);
+    int fd = fdq_pop();
+    if (e[0] != LF_SARRAY_WIRE || fd < 0 || n > SIZE_MAX / 8)
+      _exit(EXIT_PROTOCOL);
+    if (lf_sarray_import(id, (lf_sakind)e[1], (size_t)n, fd) != 0) {
+      /* Not mapped (no memory): the task that names it fails to decode
+      ** it, with an error saying so. */
+    }
+  }
+}
+
+/* A FORGET frame: drop what the host no longer shares with us. */
+static void take_forgets(const unsigned char *p, size_t len) {
+  if (len % LF_ID_ENTRY != 0) _exit(EXIT_PROTOCOL);
+  for (size_t off = 0; off < len; off += LF_ID_ENTRY) {
+    unsigned wire;
+    uint64_t id;
+    lf_id_entry_unpack(p + off, &wire, &id);
+    if (wire == LF_SARRAY_WIRE) lf_sarray_forget(id);
+    else if (wire == LF_SQUEUE_WIRE) lf_squeue_forget(id);
+  }
+}
+
+/* The host's frames that may come at any time, in a task too (lf_proto.h,
+** "Frames inside a task"): handled here; returns 1, or 0 for any other. */
+static int control_frame(const lf_frame *fr, const unsigned char *payload) {
+  switch (fr->type) {
+    case LF_FRAME_SHARE: take_shares(payload, (size_t)fr->len); return 1;
+    case LF_FRAME_FORGET: take_forgets(payload, (size_t)fr->len); return 1;
+    default: return 0;
+  }
+}
+
+/* Send PINS for the shared objects that b names, before the frame that
+** carries b. */
+static void send_pins(const lf_buf *b) {
+  if (b->nhandles == 0) return;
+  size_t len = b->nhandles * LF_ID_ENTRY, k = 0;
+  unsigned char *p = malloc(len);
+  if (p == NULL) _exit(EXIT_PROTOCOL);   /* cannot keep the protocol */
+  for (size_t i = 0; i < b->nhandles; i++) {
+    const lf_buf_handle *h = &b->handles[i];
+    const lf_export_kind *ek = h->kind ? lf_export_of(h->kind) : NULL;
+    if (ek == NULL) continue;
+    lf_id_entry_pack(p + k, ek->wire, ek->export_id(h->obj, LF_SHARE_UP));
+    k += LF_ID_ENTRY;
+  }
+  send_frame(LF_FRAME_PINS, 0, 0, p, k);
+  free(p);
+}
+
+/* One QUEUE request and its QREPLY, whose frame and payload (valid until
+** the next read) it fills in. Returns 0, or -1 with why in err. */
+static int request(unsigned op, uint64_t qid, double timeout,
+                   const lf_sqitem *item, lf_frame *reply,
+                   unsigned char **payload, char *err, size_t errlen) {
+  if (input == NULL || !pthread_equal(pthread_self(), main_thread)) {
+    snprintf(err, errlen, "a queue of the host can only be used by the "
+             "worker process's task itself, not by a thread task inside it");
+    return -1;
+  }
+  unsigned char head[16];
+  memcpy(head, &qid, 8);
+  memcpy(head + 8, &timeout, 8);
+  uint32_t req = ++request_seq;
+  if (item != NULL) send_pins(&item->buf);
+  send_frame2(LF_FRAME_QUEUE, op, req, head, sizeof head,
+              item ? item->buf.data : NULL, item ? item->buf.len : 0);
+  for (;;) {
+    int rc = read_frame(input, reply, payload);
+    if (rc <= 0) _exit(1);   /* the host is gone */
+    if (control_frame(reply, *payload)) continue;
+    if (reply->type == LF_FRAME_QREPLY && reply->id == req) break;
+    _exit(EXIT_PROTOCOL);
+  }
+  if (reply->flag == LF_QR_ERROR) {
+    int n = (int)(reply->len < 1000 ? reply->len : 1000);
+    snprintf(err, errlen, "%.*s", n, (const char *)*payload);
+    return -1;
+  }
+  if (reply->flag > LF_QR_CLOSED) _exit(EXIT_PROTOCOL);
+  return 0;
+}
+
+static int remote_put(uint64_t id, const lf_sqitem *item, double timeout,
+                      char *err, size_t errlen) {
+  lf_frame fr;
+  unsigned char *p;
+  if (request(LF_QOP_PUT, id, timeout, item, &fr, &p, err, errlen) != 0)
+    return -1;
+  return (int)fr.flag;   /* LF_QR_* are the LF_SQ_* outcomes */
+}
+
+static int remote_get(uint64_t id, double timeout, lf_sqitem *out, char *err,
+                      size_t errlen) {
+  lf_frame fr;
+  unsigned char *p;
+  if (request(LF_QOP_GET, id, timeout, NULL, &fr, &p, err, errlen) != 0)
+    return -1;
+  if (fr.flag != LF_QR_OK) return (int)fr.flag;
+  if (fr.len < LF_QITEM_PREFIX) _exit(EXIT_PROTOCOL);
+  size_t len = (size_t)fr.len - LF_QITEM_PREFIX;
+  out->buf.data = malloc(len > 0 ? len : 1);
+  if (out->buf.data == NULL) {
+    snprintf(err, errlen, "not enough memory for a queue item of %zu bytes",
+             len);
+    return -1;
+  }
+  memcpy(out->buf.data, p + LF_QITEM_PREFIX, len);
+  out->buf.len = out->buf.cap = len;
+  out->untrusted = 1;
+  out->functions = p[0] != 0;
+  memcpy(&out->depth, p + 2, 2);
+  return LF_SQ_OK;
+}
+
+static int remote_close(uint64_t id, char *err, size_t errlen) {
+  lf_frame fr;
+  unsigned char *p;
+  return request(LF_QOP_CLOSE, id, 0, NULL, &fr, &p, err, errlen);
+}
+
+static int remote_size(uint64_t id, size_t *n, char *err, size_t errlen) {
+  lf_frame fr;
+  unsigned char *p;
+  if (request(LF_QOP_SIZE, id, 0, NULL, &fr, &p, err, errlen) != 0) return -1;
+  uint64_t v;
+  if (fr.len != 8) _exit(EXIT_PROTOCOL);
+  memcpy(&v, p, 8);
+  *n = (size_t)v;
+  return 0;
+}
+
+static const lf_squeue_transport transport = {
+  remote_put, remote_get, remote_close, remote_size
+};
+
+/* Idle for IDLE_SWEEP with shared objects: collect, and tell the host
+** what nothing uses, so that it lets go of them (it answers FORGET). */
+static void sweep_unused(lua_State *L) {
+  size_t na = lf_sarray_nimports(), nq = lf_squeue_nimports();
+  if (na + nq == 0) return;
+  lua_gc(L, LUA_GCCOLLECT);
+  uint64_t *ids = malloc((na + nq) * sizeof *ids);
+  unsigned char *p = malloc((na + nq) * LF_ID_ENTRY);
+  if (ids != NULL && p != NULL) {
+    size_t ka = lf_sarray_unused(ids, na);
+    size_t kq = lf_squeue_unused(ids + ka, nq);
+    for (size_t i = 0; i < ka + kq; i++)
+      lf_id_entry_pack(p + i * LF_ID_ENTRY,
+                       i < ka ? LF_SARRAY_WIRE : LF_SQUEUE_WIRE, ids[i]);
+    if (ka + kq > 0)
+      send_frame(LF_FRAME_UNUSED, 0, 0, p, (ka + kq) * LF_ID_ENTRY);
+  }
+  free(ids);
+  free(p);
+}
+
+/* Before blocking for the next task: once per idle spell, after
+** IDLE_SWEEP seconds with nothing to read, sweep. */
+static void idle_wait(lua_State *L, rbuf *rb, int *swept) {
+  if (*swept || rb->end - rb->start > rb->consumed) return;
+  if (lf_sarray_nimports() + lf_squeue_nimports() == 0) return;
+  struct pollfd pfd = { LF_PROC_FD, POLLIN, 0 };
+  int rc;
+  do rc = poll(&pfd, 1, (int)(IDLE_SWEEP * 1000));
+  while (rc < 0 && errno == EINTR);
+  if (rc == 0) {
+    sweep_unused(L);
+    *swept = 1;
+  }
 }
 
 /* Take one u32-prefixed string of INIT; *s is NULL for an absent one. The
@@ -245,13 +554,22 @@ static int take_string(const unsigned char **p, const unsigned char *end,
   return 0;
 }
 
+static int open_core(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "futures.core");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 /* Reads INIT, builds the state and runs the initializer; answers READY or
 ** INIT_FAILED (and exits). Takes the codec settings of INIT into opts. */
 static lua_State *start(rbuf *rb, lf_codec_opts *opts) {
   lf_frame fr;
   unsigned char *payload;
-  if (read_frame(rb, &fr, &payload) != 1 || fr.type != LF_FRAME_INIT)
-    exit(EXIT_PROTOCOL);
+  do {   /* what the initializer names is shared first */
+    if (read_frame(rb, &fr, &payload) != 1) exit(EXIT_PROTOCOL);
+  } while (control_frame(&fr, payload));
+  if (fr.type != LF_FRAME_INIT) exit(EXIT_PROTOCOL);
   const unsigned char *p = payload, *end = payload + fr.len;
   uint32_t proto;
   char *version = NULL, *path = NULL, *cpath = NULL;
@@ -284,6 +602,11 @@ static lua_State *start(rbuf *rb, lf_codec_opts *opts) {
   free(path);
   free(cpath);
   if (L == NULL) init_failed("not enough memory to start a worker");
+  /* The core registers the kinds of shared objects: it must be open
+  ** before anything the host sends is decoded. */
+  lua_pushcfunction(L, open_core);
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+    init_failed("not enough memory to start a worker");
   if (settings[LF_INIT_MAX_MEMORY] > 0)
     lf_state_set_limit(L, (size_t)settings[LF_INIT_MAX_MEMORY]);
   if (p < end) {
@@ -332,20 +655,28 @@ int lf_process_worker_main(int argc, char **argv) {
   /* The same name in ps and /proc whichever path started us (the pool may
   ** run /proc/self/exe, or a copy named otherwise). */
   prctl(PR_SET_NAME, "lua-futures", 0, 0, 0);
-  start_watchdog();
+  start_watchdog();   /* blocks every signal in its own thread */
+  catch_stop_signal();
 
   lf_spin_site_init(&input_spin, LF_SPIN_WORKER_NS);
   lf_codec_opts opts = lf_codec_defaults;
-  opts.in_process = 0;   /* shared handles cannot leave this process */
+  opts.in_process = 0;   /* shared handles cannot leave this process ... */
+  opts.share = LF_SHARE_UP;   /* ... but what the host shared goes back */
   rbuf rb = { NULL, 0, 0, 0, 0, 0, 0 };
+  input = &rb;
+  main_thread = pthread_self();
+  lf_squeue_set_transport(&transport);
   lua_State *L = start(&rb, &opts);
+  task_state = L;
   lf_task_heap heap = { 0, 0 };
-  int status = 0;
+  int status = 0, swept = 0;
   for (;;) {
     lf_frame fr;
     unsigned char *payload;
+    idle_wait(L, &rb, &swept);
     int rc = read_frame(&rb, &fr, &payload);
     if (rc == 0) break;   /* the host asks us to exit */
+    if (rc > 0 && control_frame(&fr, payload)) continue;
     if (rc < 0 || fr.type != LF_FRAME_TASK ||
         (fr.flag != LF_TASK_CALL && fr.flag != LF_TASK_CHUNK)) {
       status = EXIT_PROTOCOL;
@@ -354,18 +685,29 @@ int lf_process_worker_main(int argc, char **argv) {
     begin_busy();
     lf_buf out = LF_BUF_INIT;
     lf_task_begin(L, &heap);
+    atomic_store(&task_stop, LF_STOP_NONE);
+    lf_stop_enter(L, &task_stop, 0);   /* the host keeps the run limit */
+    atomic_store(&running_id, fr.id);
+    stop_if_running(atomic_load(&asked_id));
     int failed = lf_task_run(L, (lf_taskkind)fr.flag, payload,
                                (size_t)fr.len, &out, &opts);
+    atomic_store(&running_id, 0);
+    lf_stop_leave(L);
+    /* A run limit is the host's to enforce; the heap limit is ours. */
+    failed = lf_task_settle(L, failed, LF_STOP_NONE, 0, &out, &opts);
     if (check_size(L, &out, &opts) > 0) failed = 1;
     fflush(stdout);   /* what the task printed comes before its result */
+    send_pins(&out);
     send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);
     spun_before = 1;
+    swept = 0;
     lf_buf_free(&out);
     atomic_store(&busy, 0);
     lf_task_end(L, &heap, failed);
     lf_task_idle(&heap);
   }
-  free(rb.data);
   lf_close_state(L);
+  input = NULL;
+  free(rb.data);
   return status;
 }

@@ -30,6 +30,45 @@
 ** layouts). RESULT payload: the encoded outcome. INIT_FAILED payload: the
 ** error message as text. READY: empty.
 **
+** Shared objects. Queues and shared arrays travel in the codec as T_REMOTE
+** ids (lf_codec.h). Before the host sends a frame that names some (INIT,
+** TASK, a QREPLY item), it makes sure the worker holds each: the pool
+** records what it shared with which worker, and for a shared array the
+** host first sends SHARE, whose SCM_RIGHTS ancillary data carries one
+** memfd per entry (the descriptors go with the first byte of the sendmsg
+** that starts at or before the SHARE frame; the worker keeps what it
+** receives in order and each SHARE entry takes the next). A worker names
+** shared objects going up (in a RESULT or a QUEUE put) only among those it
+** holds, and lists them first in a PINS frame, so that the host, which
+** checks the list, can keep them alive with the frame (its decoding may
+** come much later). An idle worker lists in UNUSED what it holds that
+** nothing uses any more; the host, if it has sent nothing since (the
+** worker is idle on its side too), drops them from the worker's holdings
+** and answers FORGET, after which the worker drops them too (a later
+** frame naming one comes with a new SHARE).
+**
+** Queues. In a task, an operation on a queue of the host is one QUEUE
+** request from the worker (flag: LF_QOP_*; id: the worker's request
+** number; payload: u64 queue id, f64 timeout in seconds, negative for
+** none, then for a put the encoded item) and one QREPLY from the host
+** (same id; flag: an outcome, LF_QR_*; payload: for a get LF_QITEM_PREFIX
+** bytes, u8 1 if the item may hold Lua functions (0: it was put by a
+** worker of a pool that refuses them), u8 0, u16 its max_depth (0: the
+** default), 4 zero bytes, then the encoded item; a size as u64; or an
+** error's text). At most one request is outstanding per worker.
+** The host's reader thread serves requests without any Lua state; a get
+** on an empty queue (a put on a full one) is parked until an item (room)
+** comes, its timeout passes or the queue closes, and the reply is sent
+** then.
+**
+** Frames inside a task. While it waits for a QREPLY, a worker reads and
+** handles the host's frames itself: SHARE and FORGET may come then (a
+** QREPLY's item may need a SHARE first). So every host-to-worker frame
+** that may arrive while a task runs must be handled by the worker's
+** control-frame handler (control_frame in lf_process_worker.c), which
+** both the idle loop and the reply wait call; a new frame of that kind
+** (a task interruption, say) is added there, not only to the idle loop.
+**
 ** Both sides run on one machine and binary, so numbers are in native byte
 ** order. The host treats everything a worker sends as untrusted: headers are
 ** checked, a payload's memory is allocated as its bytes arrive (at most
@@ -38,20 +77,30 @@
 **
 ** Threads: the helpers below touch only their arguments.
 ** Ownership: nothing here allocates.
+**
+** (The entry helpers read and write ids in native order too.)
 */
 #ifndef LF_PROTO_H
 #define LF_PROTO_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 
 #define LF_PROC_FD 3                 /* the worker's end of the socketpair */
 #define LF_WORKER_FLAG "--lf-worker" /* argv[1] of a worker process */
-#define LF_PROC_PROTO 2u             /* bumped when the frames change */
+#define LF_PROC_PROTO 3u             /* bumped when the frames change */
 #define LF_PROC_NOSTR 0xFFFFFFFFu    /* an absent string in INIT */
 #define LF_PROC_HDR 16
 #define LF_PROC_FRAME_MAX ((uint64_t)1 << 36)   /* 64 GiB */
 #define LF_PROC_BIGCHUNK ((size_t)64 << 20)     /* allocate ahead at most */
+
+/* A running task is stopped (f:interrupt(), its run limit) with this
+** signal, sent with sigqueue: its value is the task's id, and a worker that
+** runs another task by then ignores it. A worker that has not answered
+** the task within the pool's grace period is killed. */
+#define LF_STOP_SIGNAL SIGUSR1
+#define LF_DEFAULT_GRACE 1.0    /* seconds */
 
 /* The settings of INIT, by position. */
 enum {
@@ -65,8 +114,29 @@ enum {
   LF_FRAME_TASK = 2,     /* host -> worker */
   LF_FRAME_READY = 3,    /* worker -> host */
   LF_FRAME_INIT_FAILED = 4,
-  LF_FRAME_RESULT = 5
+  LF_FRAME_RESULT = 5,
+  LF_FRAME_SHARE = 6,    /* host -> worker: entries of LF_SHARE_ENTRY bytes:
+                            u8 wire, u8 element kind, 6 zero bytes, u64 id,
+                            u64 elements; one descriptor each */
+  LF_FRAME_FORGET = 7,   /* host -> worker: LF_ID_ENTRY-byte entries: u8
+                            wire, 7 zero bytes, u64 id */
+  LF_FRAME_QREPLY = 8,   /* host -> worker: the answer to a QUEUE request */
+  LF_FRAME_QUEUE = 9,    /* worker -> host: a queue operation */
+  LF_FRAME_PINS = 10,    /* worker -> host: LF_ID_ENTRY entries: the shared
+                            objects that the next frame (RESULT or a QUEUE
+                            put) names */
+  LF_FRAME_UNUSED = 11,  /* worker -> host: LF_ID_ENTRY entries */
+  LF_FRAME_LAST = LF_FRAME_UNUSED
 };
+
+#define LF_QITEM_PREFIX 8
+#define LF_SHARE_ENTRY 24
+#define LF_ID_ENTRY 16
+#define LF_SHARE_MAXFDS 64     /* descriptors in one SHARE frame at most */
+
+/* QUEUE requests (flag) and QREPLY outcomes (flag). */
+enum { LF_QOP_PUT = 1, LF_QOP_GET, LF_QOP_CLOSE, LF_QOP_SIZE };
+enum { LF_QR_OK = 0, LF_QR_EMPTY, LF_QR_FULL, LF_QR_CLOSED, LF_QR_ERROR };
 
 typedef struct lf_frame {
   unsigned type, flag;
@@ -92,9 +162,23 @@ static inline int lf_frame_unpack(const unsigned char h[LF_PROC_HDR],
   fr->flag = h[3];
   memcpy(&fr->id, h + 4, 4);
   memcpy(&fr->len, h + 8, 8);
-  if (fr->type < LF_FRAME_INIT || fr->type > LF_FRAME_RESULT) return -1;
+  if (fr->type < LF_FRAME_INIT || fr->type > LF_FRAME_LAST) return -1;
   if (fr->len > LF_PROC_FRAME_MAX) return -1;
   return 0;
+}
+
+/* A (wire, id) entry of FORGET, PINS and UNUSED. */
+static inline void lf_id_entry_pack(unsigned char e[LF_ID_ENTRY],
+                                    unsigned wire, uint64_t id) {
+  memset(e, 0, LF_ID_ENTRY);
+  e[0] = (unsigned char)wire;
+  memcpy(e + 8, &id, 8);
+}
+
+static inline void lf_id_entry_unpack(const unsigned char e[LF_ID_ENTRY],
+                                      unsigned *wire, uint64_t *id) {
+  *wire = e[0];
+  memcpy(id, e + 8, 8);
 }
 
 #endif

@@ -22,6 +22,8 @@
 #include "lualib.h"
 
 #include "lf_common.h"
+#include "lf_error.h"
+#include "lf_future.h"
 #include "lf_state.h"
 #ifdef LF_FAULT_INJECTION
 #include "lf_fault.h"
@@ -57,7 +59,9 @@ int lf_state_is_interpreter(void) {
 ** the oldest given back first), and takes its next big blocks from there:
 ** the one that fits best, cut to size with mremap (the pages it keeps stay
 ** warm), or else the largest, grown. Kept blocks are not counted as used,
-** and are given back before an allocation may fail for want of memory. */
+** and are given back before an allocation may fail for want of memory;
+** under a heap limit (max_memory) a block is kept only while what is used
+** and kept stays within it. */
 #define BIG_BLOCK ((size_t)256 << 10)
 #define KEPT_SLOTS 4
 
@@ -106,6 +110,10 @@ static void drop_kept(heap *h) {
 ** returns 0 when the caller must unmap it. */
 static int keep_block(heap *h, void *p, size_t size) {
   if (!h->keep || size > LF_STATE_KEEP) return 0;
+  /* Under a heap limit, what is kept and what is used stay within it. */
+  if (h->limit && atomic_load_explicit(&h->used, memory_order_relaxed) +
+                  h->kept_bytes + size > h->limit)
+    return 0;
   while (h->nkept == KEPT_SLOTS || h->kept_bytes + size > LF_STATE_KEEP) {
     munmap(h->kept[0].p, h->kept[0].size);
     kept_remove(h, 0);
@@ -255,6 +263,11 @@ int lf_state_set_limit(lua_State *L, size_t bytes) {
   return 0;
 }
 
+size_t lf_state_limit(lua_State *L) {
+  heap *h = heap_of(L);
+  return h ? h->limit : 0;
+}
+
 int lf_state_hit_limit(lua_State *L) {
   heap *h = heap_of(L);
   if (h == NULL || !h->hit) return 0;
@@ -375,6 +388,87 @@ void lf_open_core(lua_State *L) {
   }
 }
 
+/* The waiting state whose Ctrl-C this thread also answers to. */
+static _Thread_local struct { lua_State *L; lf_intr intr; } outer;
+
+
+
+/* ---- stopping a running task ---- */
+
+/* The task this thread runs now: where its stop request appears, and its
+** run limit. */
+static _Thread_local struct {
+  atomic_int *why;
+  double deadline, limit;
+  int raised;          /* stops raised in this task so far */
+} running;
+
+/* The stop that is due for the task of this thread, or LF_STOP_NONE. A run
+** limit that passed becomes a stop request of its own (unless another came
+** first). */
+/* How often a task with a run limit looks at the clock (the deadline is
+** missed by at most this many VM instructions), and how soon a stopped
+** task that went on is stopped again. */
+#define LIMIT_CHECK 1000
+
+static int stop_due(void) {
+  if (running.why == NULL) return LF_STOP_NONE;
+  int why = atomic_load_explicit(running.why, memory_order_relaxed);
+  if (why == LF_STOP_NONE && running.deadline > 0 &&
+      lf_now() >= running.deadline) {
+    atomic_compare_exchange_strong(running.why, &why, LF_STOP_TIMEOUT);
+    why = atomic_load_explicit(running.why, memory_order_relaxed);
+  }
+  return why;
+}
+
+static int raise_stop(lua_State *L, int why) {
+  if (why == LF_STOP_TIMEOUT)
+    return lf_raise_error(L, "TimeoutError", "the task ran longer than its "
+                          "limit of %f seconds", (lua_Number)running.limit);
+  return lf_raise_error(L, "CancelledError", "the task was interrupted");
+}
+
+static void stop_hook(lua_State *L, lua_Debug *ar);
+
+/* Raise the stop, and set the hook to raise it again soon: the first times
+** after LIMIT_CHECK instructions, so that a pcall handler or a <close>
+** variable has room to clean up; then at every instruction, so that a task
+** that swallows it in a loop cannot go on. */
+static int rearm_and_raise(lua_State *L, int why) {
+  int every = ++running.raised >= 3 ? 1 : LIMIT_CHECK;
+  lua_sethook(L, stop_hook, LUA_MASKCOUNT, every);
+  return raise_stop(L, why);
+}
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  int why = stop_due();
+  if (why != LF_STOP_NONE) rearm_and_raise(L, why);
+  if (lf_intr_outer()) luaL_error(L, "interrupted!");
+}
+
+void lf_stop_enter(lua_State *L, atomic_int *why, double limit) {
+  running.why = why;
+  running.raised = 0;
+  running.limit = limit;
+  running.deadline = limit > 0 ? lf_now() + limit : 0;
+  /* A run limit, or Ctrl-C of a waiting state to watch (lf_intr_watch):
+  ** a hook from the start. Otherwise none until a stop is asked for. */
+  if (limit > 0 || outer.L != NULL)
+    lua_sethook(L, stop_hook, LUA_MASKCOUNT, LIMIT_CHECK);
+}
+
+void lf_stop_leave(lua_State *L) {
+  running.why = NULL;
+  running.deadline = 0;
+  if (lua_gethook(L) == stop_hook) lua_sethook(L, NULL, 0, 0);
+}
+
+void lf_stop_now(lua_State *L) {
+  lua_sethook(L, stop_hook, LUA_MASKCOUNT, 1);
+}
+
 /* ---- interrupts ---- */
 
 void lf_intr_begin(lua_State *L, lf_intr *st) {
@@ -383,8 +477,6 @@ void lf_intr_begin(lua_State *L, lf_intr *st) {
   st->count = lua_gethookcount(L);
 }
 
-/* The waiting state whose Ctrl-C this thread also answers to. */
-static _Thread_local struct { lua_State *L; lf_intr intr; } outer;
 
 void lf_intr_watch(lua_State *L) {
   outer.L = L;
@@ -400,10 +492,12 @@ int lf_intr_outer(void) {
 
 int lf_intr_pending(lua_State *L, const lf_intr *st) {
   return lua_gethook(L) != st->hook || lua_gethookmask(L) != st->mask ||
-         lf_intr_outer();
+         lf_intr_outer() || stop_due() != LF_STOP_NONE;
 }
 
 int lf_intr_raise(lua_State *L, const lf_intr *st) {
+  int why = stop_due();
+  if (why != LF_STOP_NONE) return rearm_and_raise(L, why);  /* not Ctrl-C */
   lua_sethook(L, st->hook, st->mask, st->count);
   return luaL_error(L, "interrupted!");
 }

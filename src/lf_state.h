@@ -17,6 +17,7 @@
 #ifndef LF_STATE_H
 #define LF_STATE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "lua.h"
@@ -42,6 +43,8 @@ size_t lf_state_heap(lua_State *L);
 /* Limit a state's heap to `bytes` (0: no limit): an allocation past it
 ** fails as out of memory. Returns 0, or -1 for a state not made here. */
 int lf_state_set_limit(lua_State *L, size_t bytes);
+/* The limit set with lf_state_set_limit (0: none). */
+size_t lf_state_limit(lua_State *L);
 /* Did an allocation fail because of the limit since the last call? Clears
 ** the flag. */
 int lf_state_hit_limit(lua_State *L);
@@ -88,6 +91,23 @@ int lf_intr_raise(lua_State *L, const lf_intr *st);   /* [-0,+0,v] */
 void lf_intr_watch(lua_State *outer);
 void lf_intr_unwatch(void);
 int lf_intr_outer(void);
-#define LF_WAIT_SLICE 0.05   /* seconds between two interrupt checks */
+#define LF_WAIT_SLICE 0.01   /* seconds between two interrupt checks */
+
+/* Stopping the task that runs in a state. The thread that runs a task
+** brackets it with lf_stop_enter / lf_stop_leave: `why` is where a stop
+** request will appear (a future's LF_STOP_* field, or a worker process's
+** own), `limit` the seconds the task may run (0: no limit; then no hook
+** at all until a stop is asked for). lf_stop_now (any thread, while the
+** task runs: the caller makes sure it does) sets a hook that stops it at
+** once. The hook raises, inside the task, a CancelledError "the task was
+** interrupted" or a TimeoutError "the task ran longer than its limit of N
+** seconds", and again at every later hook until the task ends, so that
+** its <close> variables and pcall handlers run but it cannot go on. The
+** runtime's own waits inside the task (lf_intr_pending, lf_intr_raise)
+** stop the same way. A task blocked in another C call stops when it
+** returns. */
+void lf_stop_enter(lua_State *L, atomic_int *why, double limit);
+void lf_stop_leave(lua_State *L);
+void lf_stop_now(lua_State *L);
 
 #endif

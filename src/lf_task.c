@@ -10,6 +10,7 @@
 #include "lauxlib.h"
 
 #include "lf_common.h"
+#include "lf_error.h"
 #include "lf_state.h"
 #include "lf_task.h"
 
@@ -281,4 +282,39 @@ void lf_task_idle(lf_task_heap *h) {
   if (!h->trim) return;
   h->trim = 0;
   malloc_trim(0);   /* every arena: the worker thread's included */
+}
+
+/* Encodes (message, "") as a failure. Runs under lua_pcall. */
+static int protected_message(lua_State *L) {
+  lf_buf *out = lua_touserdata(L, 1);
+  const lf_codec_opts *o = lua_touserdata(L, 3);
+  lua_settop(L, 2);
+  lua_pushliteral(L, "");
+  if (lf_encode(L, 2, 2, "error", 1, out, o) != 0) lua_error(L);
+  return 0;
+}
+
+int lf_task_settle(lua_State *L, int failed, int why, double limit,
+                   lf_buf *out, const lf_codec_opts *opts) {
+  if (why == LF_STOP_TIMEOUT) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "the task ran longer than its limit of %.14g "
+             "seconds", limit);
+    lf_buf_free(out);
+    lf_error_encode(L, "TimeoutError", msg, out, opts);
+    return 1;
+  }
+  if (!failed || !lf_state_hit_limit(L)) return failed;
+  lua_gc(L, LUA_GCCOLLECT);   /* room for the message */
+  lf_buf_free(out);
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, protected_message);
+  lua_pushlightuserdata(L, out);
+  lua_pushfstring(L, "not enough memory: the task went over its worker's "
+                  "limit of %I bytes (max_memory)",
+                  (lua_Integer)lf_state_limit(L));
+  lua_pushlightuserdata(L, (void *)opts);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lf_buf_free(out);
+  lua_settop(L, top);
+  return 1;
 }

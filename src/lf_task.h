@@ -47,6 +47,15 @@ void lf_task_begin(lua_State *L, lf_task_heap *h);
 void lf_task_end(lua_State *L, lf_task_heap *h, int failed);
 void lf_task_idle(lf_task_heap *h);
 
+/* After lf_task_run (which returned `failed`): the outcome of a task that
+** was stopped for its run limit (why == LF_STOP_TIMEOUT) becomes a
+** TimeoutError naming the limit, and that of a task that failed on its
+** state's heap limit says so ("not enough memory: the task went over its
+** worker's limit of N bytes (max_memory)"), after a collection. Returns
+** whether the task failed. */
+int lf_task_settle(lua_State *L, int failed, int why, double limit,
+                   lf_buf *out, const lf_codec_opts *opts);
+
 /* Runs an encoded initializer (fn, args...). Returns 0, or -1 with an error
 ** message pushed on L. */
 int lf_task_init(lua_State *L, const unsigned char *call, size_t len,

@@ -63,13 +63,27 @@ typedef struct lf_pool {
   int spinning, spin_claims;  /* workers watching the queue; tasks queued
                                  for them (no signal needed) */
   lf_spin_site spin;          /* whether spinning pays for its workers */
+  lf_future *active;          /* tasks being run (see active_add) */
   int shutdown;
   pthread_t *threads;         /* [max_workers] */
   /* Read-only once the pool exists: */
   lf_buf init;                /* encoded initializer and initargs, or empty */
   char *path, *cpath;         /* package.path/cpath for worker states */
+  size_t max_memory;          /* heap limit of each worker state, 0: none */
   char name[16];
 } lf_pool;
+
+/* The futures being run now (`active`, linked through next_queued, which
+** a running future does not use): shutdown{ interrupt } stops them. */
+static void active_add(lf_pool *p, lf_future *f) {
+  f->next_queued = p->active;
+  p->active = f;
+}
+
+static void active_remove(lf_pool *p, lf_future *f) {
+  for (lf_future **at = &p->active; *at != NULL; at = &(*at)->next_queued)
+    if (*at == f) { *at = f->next_queued; f->next_queued = NULL; return; }
+}
 
 /* Mark the pool broken (once) and fail what is queued. */
 static void break_pool(lf_pool *p, const char *why) {
@@ -110,6 +124,7 @@ static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
   int spun = 0;
   lf_lock(&p->mu);
   if (done != NULL) {
+    active_remove(p, done);
     if (ran) lf_future_finish(done, out, failed);
     lf_future_release(done);
     atomic_fetch_sub_explicit(&p->running, 1, memory_order_relaxed);
@@ -118,6 +133,7 @@ static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
     if (p->queue.head != NULL && p->base.broken == NULL) {
       lf_future *f = lf_queue_pop(&p->queue);
       atomic_fetch_add_explicit(&p->running, 1, memory_order_relaxed);
+      active_add(p, f);
       lf_unlock(&p->mu);
       return f;
     }
@@ -165,8 +181,18 @@ static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
 
 /* Runs the task of f, which the caller set running, in L; returns 1 when
 ** it failed (*out then holds the error). Counted busy for lf_spin.h. */
+/* A thread runs the task: it is stopped with a hook on its state. */
+static void stop_in_thread(void *arg, lf_future *f) {
+  (void)f;
+  lf_stop_now(arg);
+}
+
+static const lf_runner thread_runner = { stop_in_thread };
+
 static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
-                    const lf_codec_opts *opts, lf_buf *out) {
+                    const lf_codec_opts *pool_opts, lf_buf *out) {
+  lf_codec_opts opts = *pool_opts;
+  opts.pins = &f->call;   /* the queues and arrays it names */
   lf_spin_busy(1);
   /* Strings this state lent to results that are gone now: unanchored,
   ** they are garbage. When they are a good part of the heap, collect them
@@ -176,7 +202,15 @@ static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
   if (lent >= LEND_GC_MIN && lent >= lf_state_heap(L) / 4)
     lua_gc(L, LUA_GCCOLLECT);
   lf_task_begin(L, heap);
-  int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, opts);
+  lf_future_run_by(f, &thread_runner, L);
+  lf_stop_enter(L, &f->stop, f->run_limit);
+  int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, &opts);
+  /* Nobody may set a hook on L once it goes on to another task: forget
+  ** the runner first, then take the hook off. */
+  lf_future_run_by(f, NULL, NULL);
+  lf_stop_leave(L);
+  failed = lf_task_settle(L, failed, atomic_load(&f->stop), f->run_limit,
+                          out, pool_opts);
   lf_spin_busy(-1);
   lf_task_end(L, heap, failed);
   return failed;
@@ -192,11 +226,14 @@ static void *worker_main(void *arg) {
   if (p->name[0]) pthread_setname_np(pthread_self(), p->name);
 
   lua_State *L = lf_new_state(p->path, p->cpath);
+  if (L != NULL && p->max_memory > 0) lf_state_set_limit(L, p->max_memory);
   if (L != NULL) lf_state_keep_blocks(L, 1);
+  lf_codec_opts init_opts = p->base.opts;
+  init_opts.pins = &p->init;
   if (L == NULL) {
     break_pool(p, "not enough memory to start a worker");
   } else if (p->init.len > 0 &&
-             lf_task_init(L, p->init.data, p->init.len, &p->base.opts) != 0) {
+             lf_task_init(L, p->init.data, p->init.len, &init_opts) != 0) {
     char why[512];
     snprintf(why, sizeof why, "initializer failed: %s", lua_tostring(L, -1));
     break_pool(p, why);
@@ -283,12 +320,16 @@ static int pool_submit(lf_executor *ex, lf_future *f) {
   return LF_SUBMIT_OK;
 }
 
-static void pool_shutdown(lf_executor *ex, int cancel) {
+static void pool_shutdown(lf_executor *ex, int how) {
   lf_pool *p = (lf_pool *)ex;
   lf_future *q = NULL;
   lf_lock(&p->mu);
   p->shutdown = 1;
-  if (cancel) q = lf_queue_take(&p->queue);
+  if (how & (LF_SHUTDOWN_CANCEL | LF_SHUTDOWN_INTERRUPT))
+    q = lf_queue_take(&p->queue);
+  if (how & LF_SHUTDOWN_INTERRUPT)
+    for (lf_future *f = p->active; f != NULL; f = f->next_queued)
+      lf_future_interrupt(f, LF_STOP_CANCEL);
   lf_broadcast(&p->work_cv);
   lf_unlock(&p->mu);
   lf_future_cancel_queue(q);
@@ -396,11 +437,14 @@ static helper *get_helper(lua_State *L, lf_pool *p) {
   }
   if (h->pool == p) return h;
   helper_drop(L, h);
+  lf_codec_opts init_opts = p->base.opts;
+  init_opts.pins = &p->init;
   lua_State *H = lf_new_state(p->path, p->cpath);
   if (H == NULL) return NULL;
+  if (p->max_memory > 0) lf_state_set_limit(H, p->max_memory);
   lf_state_keep_blocks(H, 1);
   if (p->init.len > 0 &&
-      lf_task_init(H, p->init.data, p->init.len, &p->base.opts) != 0) {
+      lf_task_init(H, p->init.data, p->init.len, &init_opts) != 0) {
     lf_close_state(H);   /* the workers' initializer will say why */
     return NULL;
   }
@@ -409,15 +453,6 @@ static helper *get_helper(lua_State *L, lf_pool *p) {
   lf_origin_retain(&p->base.origin);
   lf_ctx_set_helper(L, H);
   return h;
-}
-
-/* While a waiting thread runs a task in its helper, Ctrl-C (a hook set on
-** the waiting state, see lf_state.h) must still stop it: a count hook on
-** the helper looks at the waiting state's hook now and then, and the
-** runtime's own waits in the helper look too (lf_intr_watch). */
-static void watch_hook(lua_State *H, lua_Debug *ar) {
-  (void)ar;
-  if (lf_intr_outer()) luaL_error(H, "interrupted!");
 }
 
 static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
@@ -436,6 +471,7 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
              lf_queue_remove(&p->queue, f, 64);
   if (take && !mine)
     atomic_fetch_add_explicit(&p->running, 1, memory_order_relaxed);
+  if (take) active_add(p, f);
   /* A worker may have been signalled or claimed for this task: it finds
   ** nothing and goes back to sleep; its claim is void. */
   if (take && p->wakeups > 0) p->wakeups--;
@@ -445,11 +481,12 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
   if (lf_future_set_running(f) == 1) {   /* else cancelled: done */
     lf_executor *was = lf_current_executor;
     lf_current_executor = ex;
+    /* While the waiting thread runs the task, Ctrl-C (a hook set on the
+    ** waiting state, see lf_state.h) must still stop it: the helper's stop
+    ** hook and the runtime's own waits look at the waiting state too. */
     lf_intr_watch(L);
-    lua_sethook(h->H, watch_hook, LUA_MASKCOUNT, 10000);
     lf_buf out = LF_BUF_INIT;
     int failed = run_task(h->H, &h->heap, f, &p->base.opts, &out);
-    lua_sethook(h->H, NULL, 0, 0);
     lf_intr_unwatch();
     lf_future_finish(f, &out, failed);
     lf_buf_free(&out);
@@ -459,6 +496,7 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
     lf_task_idle(&h->heap);
   }
   lf_lock(&p->mu);
+  active_remove(p, f);
   if (!mine) atomic_fetch_sub_explicit(&p->running, 1, memory_order_relaxed);
   lf_unlock(&p->mu);
   lf_future_release(f);   /* the queue's reference */
@@ -467,7 +505,7 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
 
 static const lf_executor_ops pool_ops = {
   "ThreadPoolExecutor", "BrokenThreadPool", LF_CODEC_LEND,
-  pool_submit, pool_shutdown, pool_join, pool_run_here, pool_describe,
+  pool_submit, pool_shutdown, pool_join, pool_run_here, NULL, pool_describe,
   pool_destroy,
 };
 
@@ -483,12 +521,13 @@ lf_executor *lf_thread_pool_new(const lf_pool_config *cfg) {
     return NULL;
   }
   lf_executor_init(&p->base, &pool_ops, cfg);
-  LF_CHECK(pthread_mutex_init(&p->mu, NULL));
+  lf_mutex_init_hot(&p->mu);
   lf_cond_init(&p->work_cv);
   lf_cond_init(&p->exit_cv);
   lf_queue_init(&p->queue);
   lf_spin_site_init(&p->spin, LF_SPIN_WORKER_NS);
   p->max_workers = cfg->max_workers;
+  p->max_memory = cfg->max_memory;
   if (cfg->name) snprintf(p->name, sizeof p->name, "%s", cfg->name);
   if (cfg->init != NULL) {
     p->init = *cfg->init;

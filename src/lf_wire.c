@@ -11,7 +11,8 @@
 #include "lf_codec.h"
 #include "lf_wire.h"
 
-const lf_codec_opts lf_codec_defaults = { LF_CODEC_DEFAULT_DEPTH, 0, 1, 1 };
+const lf_codec_opts lf_codec_defaults = { LF_CODEC_DEFAULT_DEPTH, 0, 1, 1,
+                                          LF_SHARE_NONE, NULL };
 
 /* Four independent lanes over 32-byte blocks (so the multiplies pipeline),
 ** then the tail and a final mix. */
@@ -100,9 +101,9 @@ static void push_funcname(lua_State *L, int idx) {
 }
 
 void lf_wire_addpath(luaL_Buffer *B, lua_State *L, const lf_pathseg *segs,
-                     int nsegs, int npath) {
+                     int held, int npath) {
   if (npath <= 0) return;
-  int n = npath < nsegs ? npath : nsegs;
+  int n = npath < held ? npath : held;
   int inkeys = 0;
   luaL_addstring(B, " (");
   for (int i = 0; i < n; i++) {
@@ -137,6 +138,6 @@ void lf_wire_addpath(luaL_Buffer *B, lua_State *L, const lf_pathseg *segs,
       luaL_addvalue(B);
     }
   }
-  if (npath > n) luaL_addstring(B, ", ...");
+  if (npath > held) luaL_addstring(B, ", ...");
   luaL_addchar(B, ')');
 }

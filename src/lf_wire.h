@@ -39,12 +39,14 @@
                                    or lent strings */
 #define FLAG_NAMES     0x4u     /* payload names C functions, modules or the
                                    global table */
-#define FLAGS_KNOWN    (FLAG_FUNCTIONS | FLAG_HANDLES | FLAG_NAMES)
+#define FLAG_SHARED    0x8u     /* payload names queues or shared arrays by
+                                   id (T_REMOTE) */
+#define FLAGS_KNOWN    (FLAG_FUNCTIONS | FLAG_HANDLES | FLAG_NAMES | FLAG_SHARED)
 
 /* A value's first byte: the low 7 bits are the tag; bit 7 (T_KEEP) marks an
-** object (table, Lua function, handle, lent string) that a later T_REF or
-** T_UPJOIN names, so the decoder records it. References name an object by
-** the payload offset of its tag byte. */
+** object (table, Lua function, handle, shared object, lent string) that a
+** later T_REF or T_UPJOIN names, so the decoder records it. References name
+** an object by the payload offset of its tag byte. */
 enum {
   T_NIL = 0, T_FALSE, T_TRUE,
   T_INT8, T_INT16, T_INT32, T_INT64,   /* little-endian two's complement */
@@ -61,6 +63,8 @@ enum {
   T_IRUN,                              /* array only: u8 width, u32 n, ints */
   T_FRUN,                              /* array only: u32 n, n floats */
   T_UPJOIN,                            /* upvalue only: varint func, u8 n */
+  T_REMOTE,                            /* u8 wire code, u64 id: an object of
+                                          an export kind (lf_buf.h) */
   T_LENT,                              /* u64 loan, varint length: a string
                                           lent (in-process only) */
   T_LAST
@@ -132,11 +136,10 @@ typedef struct lf_pathseg {
 } lf_pathseg;
 #define PATH_SEGS 32
 
-/* Adds " (field 'conn'.[3], metatable)" for the first npath steps of a
-** path to B, of which segs holds the first nsegs (the rest shows as
-** "..."); nothing for npath = 0. Keys are read from L's stack without
-** being converted. */
+/* Adds " (field 'conn'.[3], metatable)" for a path of npath steps to B,
+** of which segs holds the first `held` (the rest shows as "..."); nothing
+** for npath = 0. Keys are read from L's stack without being converted. */
 void lf_wire_addpath(luaL_Buffer *B, lua_State *L, const lf_pathseg *segs,
-                     int nsegs, int npath);
+                     int held, int npath);
 
 #endif

@@ -153,21 +153,49 @@ end
 
 local methods = core.executor_methods
 
---- ex:shutdown{ wait = true, cancel_futures = false } (or ex:shutdown(wait))
+--- ex:shutdown{ wait = true, cancel_futures = false, interrupt = false }
+--- (or ex:shutdown(wait)); interrupt stops the running tasks and cancels
+--- the queued ones.
 function methods:shutdown(opts)
   check_self(self, "shutdown")
-  local wait, cancel = true, false
+  local wait, cancel, interrupt = true, false, false
   if type(opts) ~= "table" and type(opts) ~= "boolean" and opts ~= nil then
     error(("bad argument #1 to 'shutdown' (table or boolean expected, got %s)"):format(type(opts)), 2)
   elseif type(opts) == "table" then
-    check_options(opts, { wait = true, cancel_futures = true }, "shutdown")
+    check_options(opts, { wait = true, cancel_futures = true, interrupt = true }, "shutdown")
     wait = opts.wait == nil or not not opts.wait
     cancel = not not opts.cancel_futures
+    interrupt = not not opts.interrupt
   elseif opts ~= nil then
     wait = not not opts
   end
-  local ok, err = pcall(self._shutdown, self, wait, cancel)
+  local ok, err = pcall(self._shutdown, self, wait, cancel or interrupt, interrupt)
   if not ok then reraise(err, 2, true) end
+end
+
+local SUBMIT_WITH_OPTIONS = { timeout = true }
+
+--- ex:submit_with({ timeout = seconds }, fn, ...) -> future: submit, the
+--- task interrupted with a TimeoutError once it has run that long.
+function methods:submit_with(opts, fn, ...)
+  check_self(self, "submit_with")
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'submit_with' (table of options expected, got %s)")
+      :format(type(opts)), 2)
+  end
+  check_options(opts, SUBMIT_WITH_OPTIONS, "submit_with")
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout <= 0) then
+    error(("bad argument to 'submit_with' (timeout must be a positive number of seconds, got %s)")
+      :format(show(timeout)), 2)
+  end
+  if not callable(fn) then
+    error(("bad argument #2 to 'submit_with' (function expected, got %s)"):format(type(fn)), 2)
+  end
+  local ok, f, msg = pcall(self._submit_with, self, timeout or 0, fn, ...)
+  if not ok then reraise(f, 2, true) end
+  if f == nil then error(msg, 2) end
+  return f
 end
 
 -- The options of the pool constructors. Each check takes the value and
@@ -195,8 +223,23 @@ local function positive_integer(max)
   end
 end
 
+local function positive_number(v, fname, key)
+  if type(v) ~= "number" or v ~= v or v <= 0 then
+    bad_option(fname, "%s must be a positive number of seconds, got %s", key, show(v))
+  end
+  return v
+end
+
 local POOL_OPTIONS = {
   max_workers = positive_integer(4096),
+  task_timeout = positive_number,
+  max_memory = function(v, fname, key)
+    if math.type(v) ~= "integer" or v < 1 << 20 then
+      bad_option(fname, "%s must be an integer number of bytes, at least 1 MiB (1 << 20), got %s",
+        key, show(v))
+    end
+    return v
+  end,
   initializer = function(v, fname)
     if not callable(v) then bad_option(fname, "initializer must be a function, got %s", type(v)) end
     return v
@@ -208,12 +251,14 @@ local POOL_OPTIONS = {
   max_tasks_per_child = positive_integer(),
   worker = of_type("string"),
   return_functions = of_type("boolean"),
+  grace = positive_number,
 }
 
 local THREAD_OPTIONS = { max_workers = true, initializer = true, initargs = true, name = true,
-  max_depth = true }
+  max_depth = true, task_timeout = true, max_memory = true }
 local PROCESS_OPTIONS = { max_workers = true, initializer = true, initargs = true,
-  max_tasks_per_child = true, worker = true, max_depth = true, return_functions = true }
+  max_tasks_per_child = true, worker = true, max_depth = true, return_functions = true,
+  task_timeout = true, max_memory = true, grace = true }
 
 -- Checks a constructor's argument (a table, a number for max_workers, or
 -- nil) and returns the table of options for the core.
@@ -256,7 +301,7 @@ end
 
 ---------------------------------------------------------------- map
 
-local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true }
+local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true, ordered = true }
 
 -- The last argument of map is its options table when it is a plain table
 -- (no metatable) that has keys but no [1]. An empty table is an (empty)
@@ -326,7 +371,7 @@ local function transfer_error(msg, first_item, w, chunked)
     (v - base) % w + 1, inner and ", " .. inner or "", reason)
 end
 
---- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize })
+--- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize, ordered })
 function methods:map(fn, ...)
   check_self(self, "map")
   local nargs = select("#", ...)
@@ -345,6 +390,12 @@ function methods:map(fn, ...)
   local timeout = check_timeout(opts.timeout, "map")
   local chunksize = check_count(opts.chunksize, "map", "chunksize", 1)
   local buffersize = check_count(opts.buffersize, "map", "buffersize", nil)
+  local ordered = opts.ordered
+  if ordered == nil then
+    ordered = true
+  elseif type(ordered) ~= "boolean" then
+    error(("bad argument to 'map' (ordered must be a boolean, got %s)"):format(show(ordered)), 2)
+  end
   local deadline = timeout and core.monotonic() + timeout
 
   -- The iterables: m sources, the last of which may be a generic-for
@@ -417,8 +468,9 @@ function methods:map(fn, ...)
   end
 
   -- The futures submitted and not yet yielded, head first, with the number
-  -- of items each carries (two arrays: no table per item).
-  local sub_f, sub_k = {}, {}
+  -- of items each carries (two arrays: no table per item) and, for an
+  -- unordered map, the number of its first item.
+  local sub_f, sub_k, sub_i = {}, {}, {}
   local head, tail = 1, 0
   local in_flight = 0
 
@@ -436,9 +488,10 @@ function methods:map(fn, ...)
     if f == nil then
       error({ core_error = transfer_error(msg, items_sent + 1, w, chunksize > 1) }, 0)
     end
-    items_sent = items_sent + k
     tail = tail + 1
     sub_f[tail], sub_k[tail] = f, k
+    if not ordered then sub_i[tail] = items_sent + 1 end
+    items_sent = items_sent + k
     return k
   end
 
@@ -455,10 +508,11 @@ function methods:map(fn, ...)
         if f == nil then
           error({ core_error = transfer_error(msg, items_sent + 1, 1, false) }, 0)
         end
-        items_sent = items_sent + 1
         next_index = next_index + 1
         tail = tail + 1
         sub_f[tail], sub_k[tail] = f, 1
+        if not ordered then sub_i[tail] = items_sent + 1 end
+        items_sent = items_sent + 1
         added = added + 1
       end
     end
@@ -521,7 +575,7 @@ function methods:map(fn, ...)
     outcome, left = nil, 0
     for q = head, tail do
       local f = sub_f[q]
-      sub_f[q], sub_k[q] = nil, nil
+      sub_f[q], sub_k[q], sub_i[q] = nil, nil, nil
       if f then f:cancel() end
     end
     head = tail + 1
@@ -589,7 +643,101 @@ function methods:map(fn, ...)
     return index, table.unpack(outcome, first, first + n - 1)
   end
   local closer = setmetatable({}, { __close = function() finish() end })
-  return next_item, nil, nil, closer
+  if ordered then return next_item, nil, nil, closer end
+
+  -- Unordered: items as their futures complete, each with its number. A
+  -- waiter watches the futures not yet yielded; futures submitted after
+  -- it was made (buffersize) join when it has nothing ready, so that the
+  -- waiter is rebuilt at most once per blocking wait.
+  local waiter, waiter_tail = nil, 0
+  local at_of = {}   -- future -> its place in sub_f
+  local function watch_outstanding()
+    while head <= tail and sub_f[head] == nil do head = head + 1 end
+    local list, n = {}, 0
+    for q = head, tail do
+      local f = sub_f[q]
+      if f then
+        n = n + 1
+        list[n] = f
+        at_of[f] = q
+      end
+    end
+    waiter, waiter_tail = core.waiter(list), tail
+    return n
+  end
+
+  -- The place in sub_f of the next completed future, or nil at the end.
+  local function next_completed()
+    while true do
+      if waiter then
+        local fresh = waiter_tail < tail
+        local ok, f, unfinished = pcall(waiter.next, waiter,
+          fresh and core.monotonic() or deadline)
+        if not ok then
+          finish()
+          reraise(f, 4, true)   -- interrupted!
+        end
+        if f then
+          local q = at_of[f]
+          at_of[f] = nil
+          return q
+        end
+        if not fresh and unfinished then
+          finish()
+          raise(futures.TimeoutError, "map: %d items not done after %g seconds",
+            items_sent - index, timeout)
+        end
+      end
+      if watch_outstanding() == 0 then return nil end
+    end
+  end
+
+  local first_cur, walked = 0, 0   -- the chunk being walked: its first item
+  local function next_unordered()
+    if finished then return nil end
+    if left == 0 then
+      local q = next_completed()
+      if q == nil then finish(); return nil end
+      local f, k = sub_f[q], sub_k[q]
+      first_cur = sub_i[q]
+      sub_f[q], sub_k[q], sub_i[q] = nil, nil, nil
+      in_flight = in_flight - k
+      if buffersize then
+        local filled, ferr = pcall(fill, buffersize - in_flight)
+        if not filled then
+          finish()
+          fill_error(ferr, 2)
+        end
+      end
+      index = index + 1
+      local got, t = pcall(f._outcome, f, 0)
+      if not got then
+        finish()
+        error(t, 0)   -- the task's own error, unchanged
+      end
+      if chunksize == 1 then
+        if t.n == 1 then return first_cur, t[1] end
+        return first_cur, table.unpack(t, 1, t.n)
+      end
+      outcome, pos, left, walked = t[1], 1, k, 0
+    else
+      index = index + 1
+    end
+    left = left - 1
+    local item_no = first_cur + walked
+    walked = walked + 1
+    local ok_item, n = outcome[pos], outcome[pos + 1]
+    local first = pos + 2
+    pos = first + n
+    if not ok_item then
+      local e, traceback = outcome[first], outcome[first + 1]
+      finish()
+      core._raise_task_error(e, traceback)
+    end
+    if n == 1 then return item_no, outcome[first] end
+    return item_no, table.unpack(outcome, first, first + n - 1)
+  end
+  return next_unordered, nil, nil, closer
 end
 
 ---------------------------------------------------------------- wait
@@ -643,6 +791,30 @@ function futures.as_completed(fs, timeout)
   end
   return next_done, nil, nil, waiter
 end
+
+---------------------------------------------------------------- sharing
+
+local QUEUE_OPTIONS = { maxsize = true }
+
+--- futures.Queue{ maxsize = n } (or futures.Queue(n), futures.Queue()): a
+--- FIFO shared by every task, thread or process, that holds it.
+function futures.Queue(opts)
+  check_dot(opts, "Queue")
+  if opts == nil then opts = {} end
+  if type(opts) == "number" then opts = { maxsize = opts } end
+  if type(opts) ~= "table" then
+    error(("bad argument #1 to 'Queue' (table or number expected, got %s)"):format(type(opts)), 2)
+  end
+  check_options(opts, QUEUE_OPTIONS, "Queue")
+  local maxsize = opts.maxsize
+  if maxsize ~= nil and (math.type(maxsize) ~= "integer" or maxsize < 0) then
+    error(("bad argument to 'Queue' (maxsize must be a non-negative integer, got %s)")
+      :format(show(maxsize)), 2)
+  end
+  return core.Queue(maxsize or 0)
+end
+
+futures.SharedArray = core.SharedArray
 
 futures.progress = require "futures.progress"
 

@@ -28,6 +28,9 @@
 ---| "BrokenProcessPool"  # a process pool's initializer failed or a worker died (a BrokenExecutor)
 ---| "InvalidStateError"  # set_result/set_exception/set_running_or_notify_cancel on a future in the wrong state
 ---| "RuntimeError"       # submit after shutdown, or no worker could be started
+---| "Empty"              # Queue get timed out, or get_nowait on an empty queue
+---| "Full"               # Queue put timed out, or put_nowait on a full queue
+---| "Closed"             # put on a closed Queue, or get on a closed and empty one
 
 ---An error class: the metatable of the errors of one type, with that
 ---`type`; give it to `futures.iserror`.
@@ -46,6 +49,8 @@
 ---@field initargs? any[]       # arguments of initializer (copied to each worker)
 ---@field name? string          # thread name prefix (shown by ps/top/gdb)
 ---@field max_depth? integer    # deepest nesting of arguments and results (1-1000, default 200)
+---@field task_timeout? number  # seconds each task may run; then TimeoutError
+---@field max_memory? integer   # bytes of Lua heap per worker state (at least 1 MiB)
 
 ---Options of `futures.ProcessPoolExecutor`. A number `n` stands for
 ---`{ max_workers = n }`.
@@ -56,6 +61,9 @@
 ---@field max_tasks_per_child? integer # replace a worker after this many tasks
 ---@field max_depth? integer # deepest nesting of arguments and results (1-1000, default 200)
 ---@field return_functions? boolean # results from workers may carry Lua functions (default false)
+---@field task_timeout? number     # seconds each task may run; then TimeoutError
+---@field max_memory? integer      # bytes of Lua heap per worker process (at least 1 MiB)
+---@field grace? number            # seconds a worker has to stop a task before it is killed (default 1)
 ---@field worker? string               # path of the worker interpreter (default: found next to the module, or LUA_FUTURES_WORKER)
 
 ---Options of `ex:map`, given as its last argument.
@@ -63,11 +71,17 @@
 ---@field timeout? number    # seconds, counted from the call to map; then TimeoutError
 ---@field chunksize? integer # items sent to a worker per transfer (default 1)
 ---@field buffersize? integer # at most this many items in flight (default: all submitted at the call)
+---@field ordered? boolean    # false: yield items as they complete, each with its index (default true)
 
 ---Options of `ex:shutdown`.
 ---@class futures.ShutdownOptions
 ---@field wait? boolean           # default true: return once every worker has exited
 ---@field cancel_futures? boolean # default false: cancel the futures not yet started
+---@field interrupt? boolean      # default false: also stop the running tasks (implies cancel_futures)
+
+---Options of `ex:submit_with`.
+---@class futures.SubmitOptions
+---@field timeout? number # seconds the task may run; then it is stopped and fails with TimeoutError
 
 ---Options of `futures.wait`.
 ---@class futures.WaitOptions
@@ -77,6 +91,12 @@
 ---@alias futures.ReturnWhen "FIRST_COMPLETED"|"FIRST_EXCEPTION"|"ALL_COMPLETED"
 
 ---@alias futures.FutureState "pending"|"running"|"cancelled"|"finished"
+
+---Options of `futures.Queue`. A number `n` stands for `{ maxsize = n }`.
+---@class futures.QueueOptions
+---@field maxsize? integer # most items it holds (default 0: no limit); put waits beyond it
+
+---@alias futures.ArrayKind "f64"|"f32"|"i64"|"i32"|"u8"
 
 ---Options of `futures.progress`.
 ---@class futures.ProgressOptions
@@ -114,6 +134,11 @@ function Future:exception(timeout) end
 ---Cancels the future if it has not started running; true when it did.
 ---@return boolean
 function Future:cancel() end
+
+---Stops the task: a pending future is cancelled, a running task is stopped
+---and its future ends cancelled. True when the future will end cancelled.
+---@return boolean
+function Future:interrupt() end
 
 ---@return boolean
 function Future:cancelled() end
@@ -187,6 +212,99 @@ function Executor:map(fn, ...) end
 ---@param opts? futures.ShutdownOptions|boolean
 function Executor:shutdown(opts) end
 
+---Submits fn(...) with options of its own (a run limit).
+---@param opts futures.SubmitOptions
+---@param fn function
+---@return futures.Future
+function Executor:submit_with(opts, fn, ...) end
+
+---Process pools: SIGTERM to every worker; the pool is broken and shut down.
+function Executor:terminate_workers() end
+
+---Process pools: SIGKILL to every worker; the pool is broken and shut down.
+function Executor:kill_workers() end
+
+---------------------------------------------------------------- Queue
+
+---A first-in, first-out queue of copied values, shared by the host and every
+---task (thread or process) it is passed to. Blocking calls take a timeout,
+---are interrupted by Ctrl-C and wake when the queue is closed.
+---@class futures.Queue
+local Queue = {}
+
+---Adds `v` (not nil; copied as a task argument is) at the end. On a full
+---bounded queue waits at most `timeout` seconds, then raises Full; raises
+---Closed on a closed queue.
+---@param v any
+---@param timeout? number
+function Queue:put(v, timeout) end
+
+---Takes the first item. On an empty queue waits at most `timeout` seconds,
+---then raises Empty; raises Closed once the queue is closed and empty.
+---@param timeout? number
+---@return any
+function Queue:get(timeout) end
+
+---`put` that never waits: raises Full at once.
+---@param v any
+function Queue:put_nowait(v) end
+
+---`get` that never waits: raises Empty (or Closed) at once.
+---@return any
+function Queue:get_nowait() end
+
+---The number of items in the queue now.
+---@return integer
+function Queue:qsize() end
+
+---No more puts; blocked puts and gets wake with Closed; what is queued can
+---still be taken.
+function Queue:close() end
+
+---For a generic for: takes items until the queue is closed and drained.
+---With `timeout`, a step that waits longer raises Empty.
+---@param timeout? number
+---@return fun(): any
+function Queue:iter(timeout) end
+
+---------------------------------------------------------------- SharedArray
+
+---A fixed-size array of numbers outside every Lua heap: the same memory in
+---the host and in every task it is passed to. `a[i]` (1-based) reads and
+---writes an element, `#a` is its length.
+---@class futures.SharedArray
+---@field [integer] number
+---@operator len: integer
+local SharedArray = {}
+
+---Sets elements i to j (default: all) to v; returns the array.
+---@param v number
+---@param i? integer
+---@param j? integer
+---@return futures.SharedArray
+function SharedArray:fill(v, i, j) end
+
+---A new table of elements i to j (default: all).
+---@param i? integer
+---@param j? integer
+---@return number[]
+function SharedArray:totable(i, j) end
+
+---The bytes of elements i to j of a u8 array.
+---@param i? integer
+---@param j? integer
+---@return string
+function SharedArray:tostring(i, j) end
+
+---Atomically adds v to element i of an i64 or i32 array; returns the new value.
+---@param i integer
+---@param v integer
+---@return integer
+function SharedArray:add(i, v) end
+
+---@return futures.ArrayKind
+function SharedArray:kind() end
+
 ---------------------------------------------------------------- module
 
 ---@class futures
@@ -201,6 +319,9 @@ function Executor:shutdown(opts) end
 ---@field BrokenProcessPool futures.ErrorClass
 ---@field InvalidStateError futures.ErrorClass
 ---@field RuntimeError futures.ErrorClass
+---@field Empty futures.ErrorClass
+---@field Full futures.ErrorClass
+---@field Closed futures.ErrorClass
 local futures = {}
 
 ---An executor whose workers are native threads, each with its own lua_State.
@@ -234,6 +355,19 @@ function futures.wait(fs, opts, return_when) end
 ---@param timeout? number
 ---@return fun(): futures.Future?
 function futures.as_completed(fs, timeout) end
+
+---A queue shared by the host and every task it is passed to; a number is
+---maxsize.
+---@param opts? futures.QueueOptions|integer
+---@return futures.Queue
+function futures.Queue(opts) end
+
+---A zero-filled array of n numbers of kind, shared without copies by the
+---host and every task it is passed to.
+---@param kind futures.ArrayKind
+---@param n integer
+---@return futures.SharedArray
+function futures.SharedArray(kind, n) end
 
 ---Whether `err` is a runtime error of `class` (a class such as
 ---`futures.TimeoutError`, or its name). BrokenThreadPool and

@@ -119,6 +119,10 @@ static void decode(const unsigned char *data, size_t size, int functions) {
   lf_codec_opts o = lf_codec_defaults;
   o.in_process = 0;          /* a handle in untrusted bytes is a pointer */
   o.functions = functions;
+  /* Decoding with no pins, as a worker process does, a shared object's id
+  ** names what the host shared: such an object goes back up as a worker's
+  ** result would. */
+  o.share = LF_SHARE_UP;
   int top = lua_gettop(L);
   int n = lf_decode(L, data, size, &o);
   if (n >= 0) {

@@ -207,7 +207,8 @@ for _, kind in ipairs { TH, PR } do
 end
 
 local POOL_TARGETS = {
-  thread = { submit_us = 2, rt_us = 15, map100_us = 0.3 },
+  thread = { submit_us = 2, rt_us = 15, map100_us = 0.3, xfer_table_x = 2,
+             xfer_string_x = 2.5 },
   process = { submit_us = 10, rt_us = 40, map100_us = 0.5, xfer_table_ms = 60,
               xfer_string_ms = 15 },
 }
@@ -221,7 +222,11 @@ for _, kind in ipairs { TH, PR } do
   metric(kind .. ".map1_us", name .. ": map chunksize 1, per item", "us", "lower")
   metric(kind .. ".map100_us", name .. ": map chunksize 100, per item", "us", "lower", le("map100_us"))
   metric(kind .. ".xfer_table_ms", name .. ": 1M-int table there and back", "ms", "lower", lt("xfer_table_ms"))
+  metric(kind .. ".copy_table_ms", "plain Lua: table.move copy of it (" .. name .. " run)", "ms", "lower")
+  metric(kind .. ".xfer_table_x", name .. ": 1M-int table there and back / one copy", "x", "lower", le("xfer_table_x"))
   metric(kind .. ".xfer_string_ms", name .. ": 10 MB string there and back", "ms", "lower", lt("xfer_string_ms"))
+  metric(kind .. ".copy_string_ms", "plain Lua: string copy of it, s:sub(1) (" .. name .. " run)", "ms", "lower")
+  metric(kind .. ".xfer_string_x", name .. ": 10 MB string there and back / one copy", "x", "lower", le("xfer_string_x"))
   metric(kind .. ".asc_total_ms", name .. ": submit 10 000 + as_completed", "ms", "lower")
   metric(kind .. ".asc_done_ms", name .. ": as_completed, 10 000 done", "ms", "lower")
   metric("mem." .. kind .. ".worker_kb", name .. ": idle worker, RSS", "KB", "lower",

@@ -382,6 +382,38 @@ return function(name, make, env)
       assert.has_error(function() ex:map(print, { 1 }, { chunksize = 0 }) end)
     end)
 
+    it("carries long strings both ways with every byte, one used twice", function()
+      local t = {}
+      for i = 0, 255 do t[#t + 1] = string.char(i) end
+      local s = table.concat(t):rep(1000)            -- 256 000 bytes
+      local u = s:sub(2) .. "!"
+      local ex <close> = make(1)
+      local r = ex:submit(function(v, w)
+        assert(v.a == v.b and #v.a == 256000 and #w == 256000)
+        return { a = v.a, b = v.b, w = w, n = #v.a }, w, v.a:byte(256000)
+      end, { a = s, b = s }, u):result(10)
+      local r1, r2 = ex:submit(function(...) return ... end, r, u):result(10)
+      assert.equals(s, r1.a)
+      assert.equals(s, r1.b)
+      assert.equals(u, r1.w)
+      assert.equals(u, r2)
+      assert.equals(256000, r.n)
+      assert.equals(255, ex:submit(function(v) return v:byte(-1) end, s):result(10))
+    end)
+
+    it("keeps a long argument whose caller dropped it before the task ran", function()
+      local ex <close> = make(1)
+      local busy = ex:submit(futures.sleep, 0.2)
+      local f = ex:submit(function(v) return #v, v:sub(1, 3), v:sub(-3) end,
+        ("abc"):rep(100000) .. "xyz")
+      collectgarbage(); collectgarbage()
+      local n, head, tail = f:result(10)
+      assert.equals(300003, n)
+      assert.equals("abc", head)
+      assert.equals("xyz", tail)
+      assert.is_true(busy:done())
+    end)
+
     it("refuses submit after shutdown with a RuntimeError", function()
       local ex = make(1)
       ex:shutdown()

@@ -515,6 +515,15 @@ describe("codec shared handles", function()
     assert.equals(1, h:refs())
   end)
 
+  it("refuse a queue named by id outside a worker process", function()
+    -- a T_REMOTE value (tag 20) naming queue ('Q') id 1, flagged shared
+    local template = serialize(true)
+    local payload = "\1" .. string.char(20) .. "Q" .. string.pack("<I8", 1)
+    local s = T.codec_reseal(template:sub(1, 4) .. string.pack("<I4", 8)
+      .. template:sub(9, 24) .. payload)
+    assert.matches("shared object outside its process", error_of(deserialize, s))
+  end)
+
   it("travel to another state of the process and back", function()
     local h = T.codec_handle()
     local function echo(x) return x end

@@ -210,7 +210,8 @@ for _, kind in ipairs { TH, PR } do
 end
 
 local POOL_TARGETS = {
-  thread = { submit_us = 2, rt_us = 15, map100_us = 0.3 },
+  thread = { submit_us = 2, rt_us = 15, map100_us = 0.3, xfer_table_x = 2,
+             xfer_string_x = 2.5 },
   process = { submit_us = 10, rt_us = 40, map100_us = 0.5, xfer_table_ms = 60,
               xfer_string_ms = 15 },
 }
@@ -224,7 +225,11 @@ for _, kind in ipairs { TH, PR } do
   metric(kind .. ".map1_us", name .. ": map chunksize 1, per item", "us", "lower")
   metric(kind .. ".map100_us", name .. ": map chunksize 100, per item", "us", "lower", le("map100_us"))
   metric(kind .. ".xfer_table_ms", name .. ": 1M-int table there and back", "ms", "lower", lt("xfer_table_ms"))
+  metric(kind .. ".copy_table_ms", "plain Lua: table.move copy of it (" .. name .. " run)", "ms", "lower")
+  metric(kind .. ".xfer_table_x", name .. ": 1M-int table there and back / one copy", "x", "lower", le("xfer_table_x"))
   metric(kind .. ".xfer_string_ms", name .. ": 10 MB string there and back", "ms", "lower", lt("xfer_string_ms"))
+  metric(kind .. ".copy_string_ms", "plain Lua: string copy of it, s:sub(1) (" .. name .. " run)", "ms", "lower")
+  metric(kind .. ".xfer_string_x", name .. ": 10 MB string there and back / one copy", "x", "lower", le("xfer_string_x"))
   metric(kind .. ".asc_total_ms", name .. ": submit 10 000 + as_completed", "ms", "lower")
   metric(kind .. ".asc_done_ms", name .. ": as_completed, 10 000 done", "ms", "lower")
   metric("mem." .. kind .. ".worker_kb", name .. ": idle worker, RSS", "KB", "lower",
@@ -269,11 +274,44 @@ metric("array.write_ns", "SharedArray a[i] = v, per element", "ns", "lower")
 metric("table.write_ns", "table t[i] = v, same loop", "ns", "lower")
 metric("array.write_ratio", "a[i] write / t[i] write", "x", "lower", { "<=", 3 })
 
+-- Waits when cores are scarce (thread pool): the default pool, more
+-- workers than cores, and the same with one other busy process running.
+-- Targets with ratio = true are on the ratio to Python.
+metric("default.map1_us", "default thread pool: map chunksize 1, per item", "us", "lower",
+  { ">=", 5, ratio = true })
+metric("default.rt_us", "default thread pool: submit→result round trip", "us", "lower",
+  { ">=", 5, ratio = true })
+for _, w in ipairs { 2, 4, 16 } do
+  local name = ("thread pool, %d workers: round trip"):format(w)
+  metric(("rt.w%d.p50_us"):format(w), name .. ", p50 of runs", "us", "lower")
+  metric(("rt.w%d.worst_us"):format(w), name .. ", worst run", "us", "lower")
+  if w ~= 2 then
+    metric(("rt.w%d_over_w2"):format(w), ("thread pool: round trip p50, %d workers / 2"):format(w),
+      "x", "lower", { "<=", 2 })
+  end
+end
+metric("thread.stop_p50_ms", "thread pool: interrupt a running loop, p50", "ms", "lower", { "<=", 10 })
+metric("thread.stop_worst_ms", "thread pool: interrupt a running loop, worst", "ms", "lower")
+metric("process.stop_p50_ms", "process pool: interrupt a running loop, p50", "ms", "lower", { "<=", 20 })
+metric("process.stop_worst_ms", "process pool: interrupt a running loop, worst", "ms", "lower")
+metric("process.stuck_over_grace_ms", "process pool: worker stuck in C replaced, past grace",
+  "ms", "lower", { "<=", 50 })
+metric("busy.default.map1_us", "one busy process: default pool, map chunksize 1", "us", "lower")
+metric("busy.default.rt_us", "one busy process: default pool, round trip", "us", "lower")
+for _, w in ipairs { 2, 4, 16 } do
+  local name = ("one busy process: %d workers, round trip"):format(w)
+  metric(("busy.rt.w%d.p50_us"):format(w), name .. ", p50 of runs", "us", "lower",
+    w == 2 and { ">=", 3, ratio = true } or nil)
+  metric(("busy.rt.w%d.worst_us"):format(w), name .. ", worst run", "us", "lower")
+end
+
 local BY_ID = {}
 for _, m in ipairs(METRICS) do BY_ID[m.id] = m end
 
 -- The workload runs: script, parameters (the same for both languages), and
--- what --quick changes. python = false: the twin is skipped in quick mode.
+-- what --quick changes. python = false: the workload has no twin (in
+-- `quick`: the twin is skipped in quick mode). busy = true: one other
+-- CPU-bound process runs beside every run of it, ours and Python's.
 local function curve_arg() return table.concat(CURVE, ",") end
 local RUNS = {
   { name = "primes", script = "primes", args = { workers = CPUS },
@@ -313,6 +351,16 @@ local RUNS = {
   { name = "memory-process", script = "memory",
     args = { pool = PR, workers = CPUS, pending = 20000 },
     quick = { args = { pending = 5000 }, python = false } },
+  { name = "contention", script = "contention",
+    args = { rt = 2000, runs = 15, map1 = 20000, workers = "2,4,16" },
+    quick = { args = { rt = 500, runs = 5, map1 = 4000 } } },
+  { name = "contention-busy", script = "contention", busy = true,
+    args = { rt = 2000, runs = 9, map1 = 20000, workers = "2,4,16", busy = 1 },
+    quick = { args = { rt = 500, runs = 3, map1 = 4000 } } },
+  { name = "stop-thread", script = "stop", python = false,
+    args = { pool = TH, n = 50 }, quick = { args = { n = 10 } } },
+  { name = "stop-process", script = "stop", python = false,
+    args = { pool = PR, n = 50, grace = 0.2 }, quick = { args = { n = 10 } } },
   { name = "eventloop", script = "eventloop",
     args = { workers = CPUS, lat = 2000, rt = 2000, n = 10000 },
     quick = { args = { lat = 500, rt = 500 }, python = false } },
@@ -419,6 +467,18 @@ local function workload_cmd(run, impl, args)
   return ("%s %s %s"):format(opts.python_cmd, q(BENCH .. "/py/" .. run.script .. ".py"), argstr)
 end
 
+--- Start one other CPU-bound process (an endless Lua loop) for the runs
+-- marked busy; returns a function that stops it.
+local function start_busy_process()
+  local p = assert(io.popen(("exec sh -c 'echo $$; exec %s -e \"while true do end\"'")
+    :format(q(EXE):gsub("'", "'\\''"))))
+  local pid = p:read("l")
+  return function()
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    p:close()
+  end
+end
+
 --- Run every selected workload, opts.reps times, both languages interleaved.
 -- Returns samples[id][impl] = { values... }, and per-run records.
 local function run_all(python)
@@ -434,7 +494,7 @@ local function run_all(python)
   for n, run in ipairs(selected) do
     local args = {}
     for k, v in pairs(run.args) do args[k] = v end
-    local with_python = python ~= nil
+    local with_python = python ~= nil and run.python ~= false
     if opts.quick then
       for k, v in pairs(run.quick and run.quick.args or {}) do args[k] = v end
       if run.quick and run.quick.python == false then with_python = false end
@@ -454,7 +514,9 @@ local function run_all(python)
         if not done[impl] then
           local cmd = workload_cmd(run, impl, args)
           rec[impl].command = cmd
+          local stop_busy = run.busy and start_busy_process()
           local r = run_cmd(cmd)
+          if stop_busy then stop_busy() end
           table.insert(rec[impl].seconds, r.seconds)
           if opts.verbose then
             for _, line in ipairs(r.extra) do log("    %s| %s", impl, line) end

@@ -17,7 +17,7 @@
 **      verify bytecode (crafted bytecode can crash it, a known limit), and
 **      comparison-guided mutation can forge a 64-bit per-function hash in
 **      a resealed input. So the codec's lua_load is routed here (`make
-**      fuzz` compiles lf_codec.c with -Dlua_load=lf_fuzz_lua_load), and
+**      fuzz` compiles lf_decode.c with -Dlua_load=lf_fuzz_lua_load), and
 **      only bytecode that a seed holds is loaded: the passes after
 **      lua_load (upvalues, joins, the function cache) are fuzzed, Lua's
 **      undump is not.
@@ -119,6 +119,10 @@ static void decode(const unsigned char *data, size_t size, int functions) {
   lf_codec_opts o = lf_codec_defaults;
   o.in_process = 0;          /* a handle in untrusted bytes is a pointer */
   o.functions = functions;
+  /* Decoding with no pins, as a worker process does, a shared object's id
+  ** names what the host shared: such an object goes back up as a worker's
+  ** result would. */
+  o.share = LF_SHARE_UP;
   int top = lua_gettop(L);
   int n = lf_decode(L, data, size, &o);
   if (n >= 0) {

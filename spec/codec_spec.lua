@@ -170,6 +170,50 @@ describe("codec values", function()
     end
   end)
 
+  it("keeps integer keys apart from strings that look like them", function()
+    local r = roundtrip({ 1, 2, 3, 4, ["5"] = "five", ["1"] = "one" })
+    assert.equals(4, #r)
+    assert.is_nil(r[5])
+    assert.equals("five", r["5"])
+    assert.equals("one", r["1"])
+    assert.equals(1, r[1])
+  end)
+
+  it("keeps the holes of an array part, near and far apart", function()
+    local t = { 1, nil, 3, nil, nil, 6 }
+    t[40] = 40                              -- far past the last one
+    for _, v in ipairs { t, { nil, nil, 3 }, { 1.5, nil, "s", nil, 5 } } do
+      local r = roundtrip(v)
+      for k, x in pairs(v) do assert.equals(x, r[k]) end
+      for k, x in pairs(r) do assert.equals(x, v[k]) end
+    end
+    local seq = {}
+    for i = 1, 100 do seq[i] = i end
+    assert.equals(100, #roundtrip(seq))
+  end)
+
+  it("keeps integer keys that a table stores among its other keys", function()
+    -- keys 1..3 go into free nodes of the hash part: no array part at all
+    local t = { x = 1, y = 2, z = 3, w = 4 }
+    t[1], t[2], t[3] = "a", "b", "c"
+    local r = roundtrip(t)
+    for k, v in pairs(t) do assert.equals(v, r[k]) end
+    for k, v in pairs(r) do assert.equals(v, t[k]) end
+    assert.equals(3, #r)
+  end)
+
+  it("widens a packed run as its numbers grow, at any point", function()
+    local t = {}
+    for i = 1, 1000 do t[i] = i % 100 end
+    t[1001], t[1002], t[1003], t[1004] = 300, -70000, 2 ^ 40 | 0, 5
+    local r = roundtrip(t)
+    for i = 1, #t do
+      assert.equals(t[i], r[i])
+      assert.equals("integer", math.type(r[i]))
+    end
+    assert.equals(#t, #r)
+  end)
+
   it("keeps cycles and shared references within one transfer", function()
     local shared = { "shared" }
     local t = { a = shared, b = shared, list = { shared, shared } }
@@ -471,11 +515,67 @@ describe("codec shared handles", function()
     assert.equals(1, h:refs())
   end)
 
+  it("refuse a queue named by id outside a worker process", function()
+    -- a T_REMOTE value (tag 20) naming queue ('Q') id 1, flagged shared
+    local template = serialize(true)
+    local payload = "\1" .. string.char(20) .. "Q" .. string.pack("<I8", 1)
+    local s = T.codec_reseal(template:sub(1, 4) .. string.pack("<I4", 8)
+      .. template:sub(9, 24) .. payload)
+    assert.matches("shared object outside its process", error_of(deserialize, s))
+  end)
+
   it("travel to another state of the process and back", function()
     local h = T.codec_handle()
     local function echo(x) return x end
     local back = T.codec_call(echo, h)
     assert.equals(h:id(), back:id())
+  end)
+end)
+
+describe("codec long strings within the process", function()
+  -- Strings of 64 KB or more are lent: the encoding points at the source
+  -- string, and the target copies its bytes once (docs/codec.md).
+  local function bytes(n)
+    local t = {}
+    for i = 0, 255 do t[#t + 1] = string.char(i) end
+    local all = table.concat(t)
+    return all:rep(n // 256 + 1):sub(1, n)
+  end
+
+  it("arrive with every byte, in this state and in another", function()
+    local s = bytes(200000)
+    assert.equals(s, T.codec_local(s))
+    local function echo(x) return x end
+    assert.equals(s, T.codec_call(echo, s))
+    local function len(x) return #x, x:byte(1), x:byte(-1) end
+    local n, first, last = T.codec_call(len, s)
+    assert.equals(200000, n)
+    assert.equals(0, first)
+    assert.equals(s:byte(-1), last)
+  end)
+
+  it("decode to equal strings where one string is used twice", function()
+    local s, u = bytes(100000), bytes(100001)
+    local function echo(...) return ... end
+    local r, x, y = T.codec_call(echo, { a = s, b = s, u }, s, u)
+    assert.equals(s, r.a)
+    assert.equals(r.a, r.b)
+    assert.equals(s, x)
+    assert.equals(u, y)
+    assert.equals(u, r[1])
+  end)
+
+  it("are copied when short", function()
+    local s = bytes(1000)
+    local function echo(x) return x end
+    assert.equals(s, T.codec_call(echo, s))
+    assert.equals(s, T.codec_local(s))
+  end)
+
+  it("never leave the process: a decoder of outside data refuses them", function()
+    local s = T.codec_encode("lend", bytes(70000))
+    assert.matches("shared handle outside its process", error_of(deserialize, s))
+    assert.equals(70000, #deserialize(serialize(bytes(70000))))
   end)
 end)
 
@@ -613,6 +713,13 @@ describe("codec decoder", function()
     local obj = setmetatable({}, { __gc = function() end })
     assert.matches("value #1 %(metatable, field '__gc'%)",
       error_of(futures.deserialize, serialize(obj)))
+  end)
+
+  it("says where a refused function sits however deep, the rest as ...", function()
+    local t = function() end
+    for _ = 1, 40 do t = { t } end
+    local msg = error_of(futures.deserialize, serialize(t))
+    assert.matches("value #1 %(field %[1%]" .. ("%.%[1%]"):rep(30) .. ", %.%.%.%)", msg)
   end)
 
   it("loads Lua functions when asked with functions = true", function()

@@ -369,3 +369,55 @@ describe("ProcessPoolExecutor with workers killed at random moments", function()
     assert.equals(42, answers[#answers], table.concat(answers, "; "))
   end)
 end)
+
+-- Spinning before blocking is where lost wake-ups hide: with many more
+-- workers than cores and another program taking a core, every hand-off
+-- (submit to a sleeping or spinning worker, result to a sleeping or
+-- spinning waiter, a waiter running the task itself) happens in every
+-- order. Each must still complete.
+describe("a thread pool with many more workers than cores, next to a busy process", function()
+  local hog, hog_pid
+  setup(function()
+    -- an endless Lua loop in another process, killed in teardown
+    hog = io.popen("exec sh -c 'echo $$; exec lua5.4 -e \"while true do end\"'")
+    hog_pid = hog:read("l")
+  end)
+  teardown(function()
+    os.execute("kill " .. hog_pid .. " 2>/dev/null")
+    hog:close()
+  end)
+
+  it("finishes every submit/result round trip", function()
+    local ex <close> = futures.ThreadPoolExecutor(16)
+    local count = n(20000)
+    for i = 1, count do
+      if ex:submit(double, i):result(60) ~= i * 2 then error("wrong result at " .. i) end
+    end
+  end)
+
+  it("finishes maps and waits fed from several submitting tasks at once", function()
+    local ex <close> = futures.ThreadPoolExecutor(16)
+    local per = n(2000)
+    local feeders = {}
+    for k = 1, 6 do
+      feeders[k] = ex:submit(function(pool, count, base)
+        -- a task of the pool submits to it and waits, as nested work does
+        local sum = 0
+        for i = 1, count do sum = sum + pool:submit(function(x) return x end, base + i):result(60) end
+        return sum
+      end, ex, per, k * per)
+    end
+    local items = {}
+    for i = 1, n(20000) do items[i] = i end
+    local mapped = 0
+    for i, v in ex:map(double, items, { timeout = 120 }) do
+      assert.equals(i * 2, v)
+      mapped = mapped + 1
+    end
+    assert.equals(#items, mapped)
+    for k = 1, 6 do
+      local base = k * per
+      assert.equals(per * base + per * (per + 1) // 2, feeders[k]:result(120))
+    end
+  end)
+end)

@@ -143,4 +143,89 @@ describe("ThreadPoolExecutor", function()
     -- one after the other would take 1.2 s
     assert.is_true(futures.monotonic() - t0 < 1.0, "the commands ran one at a time")
   end)
+
+  -- Long strings are lent between the states of the process: the encoded
+  -- value points at the source string (docs/codec.md, "Long strings").
+  it("keeps a long result whose worker state closed before it was read", function()
+    local ex = futures.ThreadPoolExecutor(1)
+    local f = ex:submit(function()
+      require("futures").sleep(0.05)
+      return ("0123456789"):rep(20000) .. "end"
+    end)
+    assert.is_true(helpers.eventually(function() return f:running() or f:done() end, 10))
+    futures.wait({ f }, 10)       -- the worker ran it, not this thread
+    ex:shutdown()                 -- the worker's state closes
+    collectgarbage(); collectgarbage()
+    local r = f:result(0)
+    assert.equals(200003, #r)
+    assert.equals("end", r:sub(-3))
+    assert.equals("0123456789", r:sub(1, 10))
+  end)
+
+  it("keeps a long argument whose sender's state closed before the task ran", function()
+    local gate = futures.Future()
+    local b <close> = futures.ThreadPoolExecutor(1)
+    local a = futures.ThreadPoolExecutor(1)
+    -- a task of pool a makes the string in a's worker state and sends it
+    -- to pool b, where it waits behind the gate
+    local fb = a:submit(function(pool, g)
+      return pool:submit(function(gate_, s)
+        gate_:result()
+        return #s, s:sub(1, 5), s:sub(-5)
+      end, g, ("abcde"):rep(30000))
+    end, b, gate):result(10)
+    a:shutdown()                  -- a's worker state closes
+    collectgarbage(); collectgarbage()
+    gate:set_result(true)
+    local n, head, tail = fb:result(10)
+    assert.equals(150000, n)
+    assert.equals("abcde", head)
+    assert.equals("abcde", tail)
+  end)
+
+  it("keeps the bytes of a long result for a second reader, in another state", function()
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    local f = ex:submit(function() return ("z"):rep(100000) end)
+    assert.equals(100000, #f:result(10))
+    -- a task decodes the same outcome in another state, after this one
+    local g = ex:submit(function(other) return #other:result() end, f)
+    assert.equals(100000, g:result(10))
+    assert.equals(100000, #f:result(0))
+  end)
+
+  it("gives back the big blocks a worker kept, once it has been idle a moment", function()
+    local function rss_kb()
+      local h = io.open("/proc/self/status")
+      if not h then return nil end
+      local kb = tonumber(h:read("a"):match("VmRSS:%s*(%d+)"))
+      h:close()
+      return kb
+    end
+    -- Linux only, and not under valgrind (its preload library is in
+    -- LD_PRELOAD), whose shadow of what a block held stays when the block
+    -- is unmapped
+    if not rss_kb() or (os.getenv("LD_PRELOAD") or ""):match("vgpreload") then return end
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    ex:submit(function() end):result(10)
+    collectgarbage(); collectgarbage()
+    local before = rss_kb()
+    -- 40 MB made and dropped in the worker: its blocks are kept for the
+    -- next task, then given back
+    local f = ex:submit(function()
+      require("futures").sleep(0.05)
+      return #("x"):rep(20 * 2 ^ 20)
+    end)
+    assert.is_true(helpers.eventually(function() return f:running() or f:done() end, 10))
+    assert.equals(20 * 2 ^ 20, f:result(10))   -- the worker ran it, not this thread
+    assert.is_true(helpers.eventually(function() return rss_kb() < before + 8192 end, 10),
+      ("RSS %d KB, %d KB before"):format(rss_kb(), before))
+  end)
+
+  it("does not keep the long strings of results that were read", function()
+    local ex <close> = futures.ThreadPoolExecutor(1)
+    local s = ("x"):rep(2000000)
+    for _ = 1, 30 do assert.equals(2000000, #ex:submit(function(v) return v end, s):result(10)) end
+    local kb = ex:submit(function() return collectgarbage("count") end):result(10)
+    assert.is_true(kb < 20000, ("the worker holds %.0f KB"):format(kb))
+  end)
 end)

@@ -81,15 +81,23 @@ describe("futures.as_completed", function()
   end)
 
   it("yields in completion order", function()
+    -- each task ends when its gate opens; the gates open in the order 2,
+    -- 3, 1, the next one once the loop has seen the last task end
     local ex <close> = futures.ThreadPoolExecutor(3)
-    local fs = {
-      ex:submit(function() require("futures").sleep(0.3) return 3 end),
-      ex:submit(function() require("futures").sleep(0.1) return 1 end),
-      ex:submit(function() require("futures").sleep(0.2) return 2 end),
-    }
+    local gates, fs = {}, {}
+    for i = 1, 3 do
+      gates[i] = futures.Future()
+      fs[i] = ex:submit(function(gate, n) gate:result(30) return n end, gates[i], i)
+    end
+    local opening = { 2, 3, 1 }
+    gates[opening[1]]:set_result(true)
     local order = {}
-    for f in futures.as_completed(fs, 10) do order[#order + 1] = f:result() end
-    assert.same({ 1, 2, 3 }, order)
+    for f in futures.as_completed(fs, 30) do
+      order[#order + 1] = f:result()
+      local next_gate = opening[#order + 1]
+      if next_gate then gates[next_gate]:set_result(true) end
+    end
+    assert.same({ 2, 3, 1 }, order)
   end)
 
   it("raises a TimeoutError saying how many are unfinished", function()

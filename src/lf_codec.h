@@ -10,10 +10,12 @@
 ** plain memory and may be handed to any thread.
 **
 ** Ownership: lf_encode writes into the caller's lf_buf, which then owns the
-** bytes and one reference per shared handle encoded in it. Decoding never
-** consumes the buffer: each decoded handle userdata takes a reference of
-** its own, so a buffer may be decoded any number of times, in any number of
-** states.
+** bytes and one reference per shared handle encoded in it, and per string
+** lent (LF_CODEC_LEND). Decoding never consumes the buffer: each decoded
+** handle userdata takes a reference of its own and each lent string is
+** copied, so a buffer may be decoded any number of times, in any number of
+** states, as long as it exists: a buffer with handles or loans must not be
+** freed before its last decode ends.
 */
 #ifndef LF_CODEC_H
 #define LF_CODEC_H
@@ -28,8 +30,11 @@ typedef struct lf_codec_opts {
   int max_depth;      /* nesting limit for tables and functions (200) */
   size_t max_size;    /* encoded-size limit in bytes, 0 for none */
   int in_process;     /* encode: shared handles allowed (1) or an error (0);
-                         decode: 1 only for a buffer made in this process
-                         (a handle is a pointer): with 0 one is an error */
+                         LF_CODEC_LEND: as 1, and strings of LF_LEND_MIN
+                         bytes or more lent by reference (lf_lend.h);
+                         decode: non-zero only for a buffer made in this
+                         process (a handle or a loan is a pointer): with 0
+                         one is an error */
   int functions;      /* decode: Lua functions (bytecode) allowed, and
                          names of modules not yet loaded required (1); or
                          Lua functions refused and names resolved only
@@ -43,6 +48,10 @@ typedef struct lf_codec_opts {
                          process, or whose ids the pool checked); NULL: ids
                          name what the host shared with this process */
 } lf_codec_opts;
+
+/* in_process for a buffer that is decoded only while it exists, in this
+** process: a thread pool's calls and outcomes. */
+#define LF_CODEC_LEND 2
 
 #define LF_CODEC_DEFAULT_DEPTH 200
 #define LF_CODEC_MAX_DEPTH 1000   /* the most max_depth may ask: C stack */
@@ -88,6 +97,15 @@ int lf_decode_plain(lua_State *L, const unsigned char *data, size_t len);
 ** that the caller can say who sent it. Never raises. [-0, +(n|1), -] */
 int lf_decode(lua_State *L, const unsigned char *data, size_t len,
               const lf_codec_opts *opts);
+
+/* lf_decode of the buffer b, which no other thread reads meanwhile, that
+** also hands the strings b lends over to L: each lent string is lent from
+** then on by the copy this decode made in L (anchored in L), and b's
+** reference to the old loan is dropped, so that the state that lent it
+** can collect its string now rather than when b is freed. b stays valid
+** for any number of later decodes. For an outcome decoded by the only
+** holder of its future. [-0, +(n|1), -] */
+int lf_decode_relend(lua_State *L, lf_buf *b, const lf_codec_opts *opts);
 
 /* For tests and the fuzzer: rewrite the length and checksum fields of the
 ** header of data[0 .. len) so that a modified payload passes the integrity

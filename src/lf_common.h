@@ -29,6 +29,20 @@
     }                                                                        \
   } while (0)
 
+/* A mutex that many threads take for a few dozen instructions at a time (a
+** pool's queue): contended, it spins a moment before sleeping, since the
+** holder is about to let go; a futex sleep and wake-up would cost more than
+** the critical section. glibc's adaptive kind; others get the default. */
+static inline void lf_mutex_init_hot(pthread_mutex_t *m) {
+  pthread_mutexattr_t attr;
+  LF_CHECK(pthread_mutexattr_init(&attr));
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+  LF_CHECK(pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP));
+#endif
+  LF_CHECK(pthread_mutex_init(m, &attr));
+  LF_CHECK(pthread_mutexattr_destroy(&attr));
+}
+
 #define lf_lock(m)   LF_CHECK(pthread_mutex_lock(m))
 #define lf_unlock(m) LF_CHECK(pthread_mutex_unlock(m))
 #define lf_signal(c) LF_CHECK(pthread_cond_signal(c))

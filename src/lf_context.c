@@ -16,6 +16,8 @@
 
 #include "lf_common.h"
 #include "lf_context.h"
+#include "lf_lend.h"
+#include "lf_state.h"
 
 static const char CTX_KEY = 'c';       /* registry: the lf_ctx userdata */
 #define CTX_MT "futures.context"
@@ -122,12 +124,22 @@ static int run_for(lua_State *L, lf_ctx *ctx, lf_future *f) {
 }
 
 int lf_run_callbacks(lua_State *L) {
+  lf_lend_collect_if(L);   /* strings this state lent that are free now */
   lf_ctx *ctx = lf_testctx(L);
   /* A callback that calls result() enters here again: the outer call runs
   ** everything, so the inner one returns at once (no deep recursion). */
   if (ctx == NULL || ctx->draining) return 0;
+  /* The common case, on every submit and result: nothing registered, so
+  ** nothing can be due (the inbox only ever gets futures counted here). */
+  if (ctx->npending == 0 && ctx->helper == NULL && !ctx->told) return 0;
   ctx->draining = 1;
-  int ran = ctx->helper != NULL ? lf_run_callbacks(ctx->helper) : 0;
+  int ran = 0;
+  if (ctx->helper != NULL) {
+    ran = lf_run_callbacks(ctx->helper);
+    /* the helper's kept blocks, unused a while: this state is not running
+    ** tasks itself any more */
+    lf_state_drop_idle_blocks(ctx->helper, LF_STATE_HOLD);
+  }
   lf_future *f;
   if (ctx->inbox != NULL)
     while ((f = lf_inbox_pop(ctx->inbox)) != NULL) ran += run_for(L, ctx, f);

@@ -19,6 +19,7 @@
 #include "lauxlib.h"
 
 #include "lf_codec.h"
+#include "lf_lend.h"
 #include "lf_wire.h"
 
 static const char RCACHE_KEY = 'r';   /* hash -> { bytecode, closure } */
@@ -34,6 +35,9 @@ typedef struct dec {
   int rcache;                   /* stack index, 0 until needed */
   size_t budget;                /* table slots still to preallocate */
   int refused;                  /* failed on a Lua function it may not load */
+  lf_loan *pinned;              /* a loan whose bytes are being copied */
+  lf_buf *relend;               /* lf_decode_relend: the buffer decoded */
+  int relent;                   /* its frame was changed */
   int npath;                    /* where the value being decoded sits */
   lf_pathseg path[PATH_SEGS];
 } dec;
@@ -397,6 +401,40 @@ static void dec_table(dec *d, size_t self, int keep, int hasmt) {
   d->depth--;
 }
 
+/* Reads a T_LENT body (the tag is consumed): copies the lent string into
+** L, pinned meanwhile, so that its owner's closing waits for the copy.
+** [-0, +1, v] */
+LF_NOINLINE static void dec_lent(dec *d, size_t self, int keep) {
+  if (!d->o->in_process) dec_fail(d, "shared handle outside its process");
+  need(d, 8);
+  const unsigned char *at = d->p;
+  lf_loan *loan = (lf_loan *)(uintptr_t)rd64(d->p);
+  d->p += 8;
+  uint64_t len = get_varint(d);
+  if (loan == NULL) dec_fail(d, "bad lent string");
+  size_t n;
+  const char *s = lf_loan_pin(loan, &n);
+  d->pinned = loan;
+  if (n != len) dec_fail(d, "bad lent string");
+  if (s == NULL) dec_fail(d, "lent string lost (not enough memory)");
+  lua_pushlstring(d->L, s, n);
+  d->pinned = NULL;
+  lf_loan_unpin(loan);
+  if (d->relend != NULL) {
+    /* The copy just made lends the bytes from now on: the frame names a
+    ** loan of L's, and the buffer's reference to the old loan goes. An
+    ** encoder writes one T_LENT per loan (later uses are T_REFs), so the
+    ** old loan is not read again. */
+    lf_loan *mine = lf_lend(d->L, -1, d->relend);
+    if (mine != NULL) {
+      wr64((unsigned char *)at, (uint64_t)(uintptr_t)mine);
+      d->relent = 1;
+      lf_buf_weaken(d->relend, loan);
+    }
+  }
+  if (keep) dec_keep(d, self);
+}
+
 /* Pushes the shared object that T_REMOTE names: one of the pins when the
 ** buffer has them (its ids are then only looked up there, so data from a
 ** worker can name nothing the pool did not check), else what this
@@ -429,7 +467,7 @@ static void dec_value(dec *d) {
   unsigned tag = c & T_MASK;
   int keep = (c & T_KEEP) != 0;
   if (keep && tag != T_TABLE && tag != T_TABLE_MT && tag != T_LFUNC &&
-      tag != T_HANDLE && tag != T_REMOTE)
+      tag != T_HANDLE && tag != T_REMOTE && tag != T_LENT)
     dec_fail(d, "bad tag");
   switch (tag) {
     case T_NIL: lua_pushnil(L); return;
@@ -493,6 +531,7 @@ static void dec_value(dec *d) {
       if (keep) dec_keep(d, self);
       return;
     default:
+      if (tag == T_LENT) { dec_lent(d, self, keep); return; }
       dec_fail(d, "bad tag");
       return;
   }
@@ -519,7 +558,7 @@ static int dec_main(lua_State *L) {
 }
 
 /* Checks the header; returns NULL or what is wrong. */
-static const char *check_header(const unsigned char *data, size_t len,
+static LF_INLINE const char *check_header(const unsigned char *data, size_t len,
                                 const lf_codec_opts *o) {
   if (data == NULL || len < HDR_SIZE) return "shorter than the header";
   if (data[0] != MAGIC0 || data[1] != MAGIC1 || data[2] != MAGIC2)
@@ -540,8 +579,9 @@ static int dec_header_fail(lua_State *L) {
   return luaL_error(L, "cannot decode transfer data: %s", why);
 }
 
-int lf_decode(lua_State *L, const unsigned char *data, size_t len,
-              const lf_codec_opts *opts) {
+static LF_INLINE int decode(lua_State *L, const unsigned char *data,
+                            size_t len, const lf_codec_opts *opts,
+                            lf_buf *relend) {
   if (opts == NULL) opts = &lf_codec_defaults;
   if (!lua_checkstack(L, 8)) return -1;
   int top = lua_gettop(L);
@@ -564,11 +604,28 @@ int lf_decode(lua_State *L, const unsigned char *data, size_t len,
   d.refs = d.rcache = 0;
   d.budget = len - HDR_SIZE;
   d.refused = 0;
+  d.pinned = NULL;
+  d.relend = relend;
+  d.relent = 0;
   d.npath = 0;
   lua_pushcfunction(L, dec_main);
   lua_pushlightuserdata(L, &d);
-  if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) return d.refused ? -2 : -1;
+  int rc = lua_pcall(L, 1, LUA_MULTRET, 0);
+  if (d.relent) lf_codec_reseal(relend->data, relend->len);
+  if (rc != LUA_OK) {
+    if (d.pinned != NULL) lf_loan_unpin(d.pinned);   /* the copy raised */
+    return d.refused ? -2 : -1;
+  }
   return lua_gettop(L) - top;
+}
+
+int lf_decode(lua_State *L, const unsigned char *data, size_t len,
+              const lf_codec_opts *opts) {
+  return decode(L, data, len, opts, NULL);
+}
+
+int lf_decode_relend(lua_State *L, lf_buf *b, const lf_codec_opts *opts) {
+  return decode(L, b->data, b->len, opts, b);
 }
 
 /* ---- one plain value ---- */

@@ -23,6 +23,7 @@
 #include "lauxlib.h"
 
 #include "lf_codec.h"
+#include "lf_lend.h"
 #include "lf_names.h"
 #include "lf_wire.h"
 
@@ -56,7 +57,6 @@ typedef struct enc {
                                  sit on top of its key) */
   lf_names names;             /* the name index, in a fixed slot too */
   int failed;                 /* the error raised is complete (enc_fail) */
-  size_t runshrink;           /* bytes the open integer run may shed */
   uint32_t flags;
   idmap ids;
   int npath;
@@ -158,11 +158,9 @@ static void enc_grow(enc *e, size_t n) {
   lf_buf *b = e->b;
   if (n > SIZE_MAX / 4 - b->len) enc_fail(e, "too large");
   size_t need = b->len + n;
-  /* An open integer run is written 8 bytes a number and narrowed when it
-  ** closes: while it is open, the limit allows what narrowing may give
-  ** back, so that a value whose final encoding fits is never refused. */
-  size_t limit = e->o->max_size
-               ? e->o->max_size + RESERVE_SLACK + e->runshrink : 0;
+  /* What is written is final, but for a run of one number, which becomes
+  ** a scalar a few bytes shorter: the slack covers that too. */
+  size_t limit = e->o->max_size ? e->o->max_size + RESERVE_SLACK : 0;
   if (limit && need > limit) enc_oversize(e);
   size_t ncap = b->cap ? b->cap : 256;
   while (ncap < need) ncap *= 2;
@@ -259,20 +257,75 @@ static void put_name(enc *e, int tag) {
   e->flags |= FLAG_NAMES;
 }
 
-/* A packed run of numbers being written in an array section. */
+/* A packed run of numbers being written in an array section. An integer
+** run is written in the narrowest width that holds its numbers so far
+** (lo .. hi: what that width holds) and widened in place when a number
+** needs more, at most three times; so it is written once, at its final
+** size (the wire format asks for the narrowest width of the whole run). */
 typedef struct run {
   size_t pos;                 /* offset of its tag; 0 when none is open */
   int isint;
+  unsigned w;                 /* integer run: bytes a number */
   uint32_t count;
-  lua_Integer lo, hi;
+  lua_Integer lo, hi;         /* integer run: the range of width w */
 } run;
 
-/* Closes the open run, if any. An integer run is narrowed in place to the
-** smallest width that holds [lo, hi]; a run of one value becomes a plain
-** scalar. */
+static unsigned int_width(lua_Integer v) {
+  return (v >= INT8_MIN && v <= INT8_MAX) ? 1
+       : (v >= INT16_MIN && v <= INT16_MAX) ? 2
+       : (v >= INT32_MIN && v <= INT32_MAX) ? 4 : 8;
+}
+
+static void run_width(run *r, unsigned w) {
+  r->w = w;
+  r->lo = w == 1 ? INT8_MIN : w == 2 ? INT16_MIN : w == 4 ? INT32_MIN : LUA_MININTEGER;
+  r->hi = w == 1 ? INT8_MAX : w == 2 ? INT16_MAX : w == 4 ? INT32_MAX : LUA_MAXINTEGER;
+}
+
+static inline lua_Integer rd_intw(const unsigned char *p, unsigned w) {
+  switch (w) {
+    case 1: return (int8_t)p[0];
+    case 2: return (int16_t)rd16(p);
+    case 4: return (int32_t)rd32(p);
+    default: return (lua_Integer)rd64(p);
+  }
+}
+
+static inline void wr_intw(unsigned char *p, unsigned w, lua_Integer v) {
+  switch (w) {
+    case 1: p[0] = (unsigned char)v; break;
+    case 2: wr16(p, (uint16_t)v); break;
+    case 4: wr32(p, (uint32_t)v); break;
+    default: wr64(p, (uint64_t)v); break;
+  }
+}
+
+/* Widens the open integer run to the width of v. [-0, +0, v] */
+LF_NOINLINE static void run_widen(enc *e, run *r, lua_Integer v) {
+  unsigned w = int_width(v), ow = r->w;
+  size_t count = r->count;
+  enc_reserve(e, count * (w - ow) + 8);
+  unsigned char *src = e->b->data + r->pos + 6;
+  /* back to front: each number moves to a higher address, past the ones
+  ** still to move */
+  for (size_t i = count; i-- > 0;) wr_intw(src + i * w, w, rd_intw(src + i * ow, ow));
+  e->b->len += count * (w - ow);
+  run_width(r, w);
+}
+
+/* Appends v to the open integer run. [-0, +0, v] */
+static inline void run_int(enc *e, run *r, lua_Integer v) {
+  if (v < r->lo || v > r->hi) run_widen(e, r, v);
+  /* 8 bytes written, w kept: the rest is overwritten or past the end */
+  wr64(enc_reserve(e, 8), (uint64_t)v);
+  e->b->len += r->w;
+  r->count++;
+}
+
+/* Closes the open run, if any: writes its width and count; a run of one
+** value becomes a plain scalar. */
 static void run_close(enc *e, run *r) {
   if (r->pos == 0) return;
-  e->runshrink = 0;
   size_t pos = r->pos;
   unsigned char *base = e->b->data + pos;
   uint32_t count = r->count;
@@ -287,67 +340,44 @@ static void run_close(enc *e, run *r) {
     }
     return;
   }
-  lua_Integer lo = r->lo, hi = r->hi;
-  unsigned w = (lo >= INT8_MIN && hi <= INT8_MAX) ? 1
-             : (lo >= INT16_MIN && hi <= INT16_MAX) ? 2
-             : (lo >= INT32_MIN && hi <= INT32_MAX) ? 4 : 8;
-  unsigned char *src = base + 6;
   if (count == 1) {       /* T_IRUN w n x  ->  T_INTw x */
-    uint64_t v = rd64(src);
+    lua_Integer v = rd_intw(base + 6, r->w);
     e->b->len = pos;
-    put_int(e, (lua_Integer)v);
+    put_int(e, v);
     return;
   }
-  base[1] = (unsigned char)w;
+  base[1] = (unsigned char)r->w;
   wr32(base + 2, count);
-  /* narrowing moves each value to a lower address: safe front to back */
-  switch (w) {
-    case 1:
-      for (uint32_t i = 0; i < count; i++) src[i] = (unsigned char)rd64(src + 8 * (size_t)i);
-      break;
-    case 2:
-      for (uint32_t i = 0; i < count; i++) wr16(src + 2 * (size_t)i, (uint16_t)rd64(src + 8 * (size_t)i));
-      break;
-    case 4:
-      for (uint32_t i = 0; i < count; i++) wr32(src + 4 * (size_t)i, (uint32_t)rd64(src + 8 * (size_t)i));
-      break;
-    default:
-      break;
-  }
-  e->b->len = pos + 6 + (size_t)w * count;
 }
 
-/* Appends the value at idx, of Lua type `type`, as item i of an array
-** section: numbers join a packed run, anything else is a value of its own.
-** [-0, +0, v] */
-static inline void enc_item(enc *e, run *r, int idx, int type, lua_Integer i) {
+/* Appends the value at idx as item i of an array section: numbers join a
+** packed run, anything else is a value of its own. [-0, +0, v] */
+static inline void enc_item(enc *e, run *r, int idx, lua_Integer i) {
   lua_State *L = e->L;
-  if (type == LUA_TNUMBER) {
-    int isint = lua_isinteger(L, idx);
+  int isint = lua_isinteger(L, idx);
+  if (isint || lua_type(L, idx) == LUA_TNUMBER) {
     if (r->pos && (r->isint != isint || r->count == UINT32_MAX)) run_close(e, r);
-    unsigned char *q = enc_reserve(e, 14);
-    uint64_t bits;
     if (isint) {
       lua_Integer v = lua_tointeger(L, idx);
       if (!r->pos) {
-        r->pos = e->b->len; r->isint = 1; r->count = 0; r->lo = r->hi = v;
+        unsigned char *q = enc_reserve(e, 6);
         q[0] = T_IRUN;
-        q += 6;
+        r->pos = e->b->len; r->isint = 1; r->count = 0;
+        run_width(r, int_width(v));
         e->b->len += 6;
       }
-      if (v < r->lo) r->lo = v;
-      if (v > r->hi) r->hi = v;
-      bits = (uint64_t)v;
-      e->runshrink += 7;
-    } else {
-      double d = (double)lua_tonumber(L, idx);
-      if (!r->pos) {
-        r->pos = e->b->len; r->isint = 0; r->count = 0;
-        q[0] = T_FRUN;
-        q += 5;
-        e->b->len += 5;
-      }
-      memcpy(&bits, &d, 8);
+      run_int(e, r, v);
+      return;
+    }
+    double d = (double)lua_tonumber(L, idx);
+    uint64_t bits;
+    memcpy(&bits, &d, 8);
+    unsigned char *q = enc_reserve(e, 13);
+    if (!r->pos) {
+      r->pos = e->b->len; r->isint = 0; r->count = 0;
+      q[0] = T_FRUN;
+      q += 5;
+      e->b->len += 5;
     }
     wr64(q, bits);
     e->b->len += 8;
@@ -360,21 +390,29 @@ static inline void enc_item(enc *e, run *r, int idx, int type, lua_Integer i) {
   path_pop(e);
 }
 
-#define ITEM_BATCH 32   /* array items on the stack before one pop */
+#define ITEM_BATCH 32   /* array items kept on the stack before one pop */
+#define ARRAY_GAP 16    /* missing keys an array section bridges with NILs */
 
 /* Encodes the table at idx. Layout: tag, u32 narr, u32 nhash, narr array
 ** items (the values of keys 1..narr, numbers in packed runs), nhash
 ** key/value pairs, then the metatable for T_TABLE_MT. [-0, +0, v]
 **
-** The array items are read with lua_rawgeti up to the border n (3 API
-** calls per item, against 8 for a lua_next pass that checks each key).
-** The other pairs then come from a full lua_next traversal that skips the
-** keys 1..n. It cannot start at n + 1 instead: lua_next(t, n + 1) is
-** accepted both when n + 1 is a slot of the array part (then it would
-** resume right after 1..n) and when the hash part still holds a node for
-** key n + 1 whose value was set to nil (a stack popped: t[#t] = nil), and
-** then it resumes after that node, silently skipping the pairs stored in
-** the nodes before it. The C API cannot tell the two apart. */
+** One lua_next traversal reads everything. As long as it yields the keys
+** 1, 2, 3... in order (Lua 5.4 walks the array part first, in order),
+** their values are array items; a key a little past the next one (up to
+** ARRAY_GAP missing: the holes of an array part) is an item too, after
+** NILs for the keys in between. The first key that is anything else ends
+** the array section: it and every pair after it are key/value pairs. So
+** no order is assumed for correctness (a traversal in any order gives
+** pairs that decode to the same table, and a later pair for a key that
+** the array section left as a hole just fills it), and each pair is read
+** once: the array part is not read a second time to find the keys beyond
+** it, which the C API cannot resume a traversal at (lua_next(t, #t + 1) is
+** accepted when the hash part still holds a dead node for that key, and
+** then skips every pair stored before that node).
+**
+** Array items stay on the stack a batch at a time: the key is pushed again
+** for the next lua_next, which is cheaper than popping each value. */
 static void enc_table(enc *e, int idx) {
   lua_State *L = e->L;
   if (lua_rawequal(L, idx, e->globals)) {
@@ -397,39 +435,62 @@ static void enc_table(enc *e, int idx) {
   p[0] = hasmt ? T_TABLE_MT : T_TABLE;
   e->b->len += 9;
 
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  if (n > (lua_Integer)UINT32_MAX) n = UINT32_MAX;
-  run r = { 0, 0, 0, 0, 0 };
+  run r = { 0, 0, 0, 0, 0, 0 };
+  lua_Integer n = 0;          /* array slots written: keys 1..n */
+  uint32_t nhash = 0;
   int base = lua_gettop(L);
-  if (!lua_checkstack(L, ITEM_BATCH + 4)) enc_fail(e, "Lua stack overflow");
-  for (lua_Integer i = 1; i <= n; i += ITEM_BATCH) {
-    /* items are popped a batch at a time: lua_settop is not cheap */
-    int m = n - i + 1 < ITEM_BATCH ? (int)(n - i + 1) : ITEM_BATCH;
-    for (int j = 0; j < m; j++) {
-      int type = lua_rawgeti(L, idx, i + j);
-      enc_item(e, &r, base + 1 + j, type, i + j);
+  int pairs = 0, more = 1;
+  lua_pushnil(L);
+  while (more) {
+    if (!lua_checkstack(L, 2 * ITEM_BATCH + 4)) enc_fail(e, "Lua stack overflow");
+    int k = base + 1;           /* the key lua_next starts from */
+    for (int j = 0; j < ITEM_BATCH; j++, k += 2) {
+      if (!lua_next(L, idx)) { more = 0; break; }
+      int v = k + 1;
+      if (!lua_isinteger(L, k)) { pairs = 1; break; }
+      lua_Integer key = lua_tointegerx(L, k, NULL);
+      if (key == n + 1 && r.pos && r.isint && r.count < UINT32_MAX &&
+          lua_isinteger(L, v)) {
+        /* the common case: one more integer of the open run */
+        run_int(e, &r, lua_tointegerx(L, v, NULL));
+        n = key;
+      } else {
+        if (key <= n || key - n > ARRAY_GAP + 1 || key > (lua_Integer)UINT32_MAX) {
+          pairs = 1;
+          break;
+        }
+        if (key > n + 1) {
+          run_close(e, &r);
+          while (n + 1 < key) { put_byte(e, T_NIL); n++; }
+        }
+        n = key;
+        enc_item(e, &r, v, key);
+      }
+      lua_pushvalue(L, k);
     }
-    lua_settop(L, base);
+    if (pairs || !more) break;
+    lua_replace(L, base + 1);
+    lua_settop(L, base + 1);
   }
   run_close(e, &r);
-
-  uint32_t nhash = 0;
-  int k = base + 1, v = base + 2;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    if (n > 0 && lua_isinteger(L, k)) {
-      lua_Integer key = lua_tointeger(L, k);
-      if (key >= 1 && key <= n) { lua_settop(L, k); continue; }
-    }
-    path_push(e, P_KEYITSELF, k, 0);
-    enc_value(e, k);
-    path_pop(e);
-    path_push(e, P_KEY, k, 0);
-    enc_value(e, v);
-    path_pop(e);
-    if (++nhash == UINT32_MAX) enc_fail(e, "table too large");
-    lua_settop(L, k);
+  if (pairs) {
+    /* the pair that ended the array section goes first */
+    int k = base + 1, v = base + 2;
+    lua_copy(L, -2, k);
+    lua_copy(L, -1, v);
+    lua_settop(L, v);
+    do {
+      path_push(e, P_KEYITSELF, k, 0);
+      enc_value(e, k);
+      path_pop(e);
+      path_push(e, P_KEY, k, 0);
+      enc_value(e, v);
+      path_pop(e);
+      if (++nhash == UINT32_MAX) enc_fail(e, "table too large");
+      lua_settop(L, k);
+    } while (lua_next(L, idx));
   }
+  lua_settop(L, base);
   wr32(e->b->data + counts, (uint32_t)n);
   wr32(e->b->data + counts + 4, nhash);
   if (hasmt) {
@@ -649,6 +710,26 @@ LF_COLD static void enc_userdata(enc *e, int idx) {
   enc_fail(e, "userdata");
 }
 
+/* Encodes the long string s at idx as a loan (lf_lend.h), or as a T_REF
+** to the loan of this transfer that lends it already. Returns 0 when the
+** state lends no more (it is closing): the caller copies the bytes.
+** [-0, +0, v] */
+LF_NOINLINE static int enc_lent(enc *e, int idx, const char *s, size_t len) {
+  idmap_slot *slot = enc_seen(e, s);
+  if (slot == NULL) return 1;
+  lf_loan *loan = lf_lend(e->L, idx, e->b);
+  if (loan == NULL) return 0;
+  enc_record(e, slot, s);
+  unsigned char *p = enc_reserve(e, 1 + 8 + 10), *q = p + 9;
+  p[0] = T_LENT;
+  wr64(p + 1, (uint64_t)(uintptr_t)loan);
+  while (len >= 0x80) { *q++ = (unsigned char)(len | 0x80); len >>= 7; }
+  *q++ = (unsigned char)len;
+  e->b->len += (size_t)(q - p);
+  e->flags |= FLAG_HANDLES;
+  return 1;
+}
+
 /* Encodes the value at idx (an absolute index). [-0, +0, v] */
 static void enc_value(enc *e, int idx) {
   lua_State *L = e->L;
@@ -662,6 +743,9 @@ static void enc_value(enc *e, int idx) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
+      if (len >= LF_LEND_MIN && e->o->in_process == LF_CODEC_LEND &&
+          enc_lent(e, idx, s, len))
+        return;
       unsigned char *p = enc_reserve(e, 11 + len), *q = p + 1;
       size_t v = len;
       p[0] = T_STR;
@@ -738,7 +822,6 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
   e.names.slot = 0;
   e.names.checked = 0;
   e.failed = 0;
-  e.runshrink = 0;
   e.flags = 0;
   e.npath = 0;
   idmap_init(&e.ids);

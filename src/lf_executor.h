@@ -44,7 +44,10 @@ enum { LF_SUBMIT_OK = 0, LF_SUBMIT_SHUTDOWN, LF_SUBMIT_BROKEN, LF_SUBMIT_NOMEM }
 typedef struct lf_executor_ops {
   const char *name;           /* "ThreadPoolExecutor" */
   const char *broken_type;    /* "BrokenThreadPool" */
-  int in_process;             /* may shared handles travel to its workers? */
+  int in_process;             /* its codec_opts.in_process: 0 (workers in
+                                 other processes), or 1 or LF_CODEC_LEND
+                                 (shared handles travel; with LF_CODEC_LEND
+                                 long strings are lent too) */
   /* Queue f, whose call is encoded (takes a reference to f). Returns an
   ** LF_SUBMIT_* code; never blocks on a running task. */
   int (*submit)(lf_executor *ex, lf_future *f);

@@ -341,7 +341,7 @@ static int new_pool(lua_State *L, int process) {
   lf_executor **ud = lf_executor_newud(L);                   /* 6 */
   lf_buf init = LF_BUF_INIT;
   lf_codec_opts copts = lf_codec_defaults;
-  copts.in_process = !process;
+  copts.in_process = process ? 0 : LF_CODEC_LEND;   /* the pool keeps it */
   copts.share = LF_SHARE_DOWN;
   if (cfg.max_depth > 0) copts.max_depth = cfg.max_depth;
   encode_initializer(L, 1, &init, &copts);

@@ -150,11 +150,17 @@ static void push_outcome(lua_State *L, int idx, lf_future *f, double timeout) {
   int failed = f->failed;
   lf_unlock(&f->mu);
   if (s == LF_CANCELLED) lf_raise_error(L, "CancelledError", "future was cancelled");
-  /* FINISHED: the result buffer no longer changes. */
+  /* FINISHED: the result buffer no longer changes. Held by this userdata
+  ** alone, the future's outcome is decoded by nobody else meanwhile: the
+  ** strings it borrows from the state that made it (a worker's) are lent
+  ** by the copies decoded here from now on, so that the worker collects
+  ** its own at once rather than when this future is collected. */
   int top = lua_gettop(L);
   lf_codec_opts opts = lf_future_decode_opts(f);
   int n = failed && f->result.len == 0
         ? (lua_pushliteral(L, "not enough memory"), -1)  /* for the error */
+        : atomic_load_explicit(&f->refs, memory_order_acquire) == 1
+        ? lf_decode_relend(L, &f->result, &opts)
         : lf_decode(L, f->result.data, f->result.len, &opts);
   if (n < 0) {
     /* An outcome that cannot be had becomes the error of this future, and

@@ -250,7 +250,7 @@ static void lost_output_locked(lf_ppool *p, lf_proc *w) {
   if (task_unsent(w)) take_back_task_locked(p, w);
   else lf_outq_clear(&w->out);
   if (w->why == NULL)
-    w->why = "there was no memory for what the host had to send it";
+    w->why = "the host had not enough memory for what it had to send it";
   if (w->state == W_IDLE) p->nidle--;
   w->state = W_CLOSING;
   w->doomed = 1;
@@ -1177,6 +1177,7 @@ static void tend_stops_locked(lf_ppool *p, int *timeout) {
     }
     if (atomic_exchange(&w->stop_task, NULL) == f && w->kill_at == 0) {
       union sigval v;
+      memset(&v, 0, sizeof v);   /* the kernel copies all of it */
       v.sival_int = (int)w->seq;
       sigqueue(w->pid, LF_STOP_SIGNAL, v);   /* not reaped: still ours */
       w->kill_at = now + p->grace;

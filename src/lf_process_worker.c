@@ -521,17 +521,29 @@ static void sweep_unused(lua_State *L) {
 
 /* Before blocking for the next task: once per idle spell, after
 ** IDLE_SWEEP seconds with nothing to read, sweep. */
-static void idle_wait(lua_State *L, rbuf *rb, int *swept) {
-  if (*swept || rb->end - rb->start > rb->consumed) return;
-  if (lf_sarray_nimports() + lf_squeue_nimports() == 0) return;
+/* Wait up to `seconds` for the host's next frame; 1 if none came. */
+static int quiet_for(double seconds) {
   struct pollfd pfd = { LF_PROC_FD, POLLIN, 0 };
   int rc;
-  do rc = poll(&pfd, 1, (int)(IDLE_SWEEP * 1000));
+  do rc = poll(&pfd, 1, (int)(seconds * 1000));
   while (rc < 0 && errno == EINTR);
-  if (rc == 0) {
+  return rc == 0;
+}
+
+static void idle_wait(lua_State *L, rbuf *rb, int *swept) {
+  if (rb->end - rb->start > rb->consumed) return;   /* a frame is here */
+  int sweep = !*swept && lf_sarray_nimports() + lf_squeue_nimports() > 0;
+  int drop = lf_state_kept(L) > 0;
+  double waited = 0;
+  if (sweep) {
+    if (!quiet_for(IDLE_SWEEP)) return;
     sweep_unused(L);
     *swept = 1;
+    waited = IDLE_SWEEP;
   }
+  /* The big blocks kept warm for the next task go back once the worker
+  ** has been idle a while (lf_state_keep_blocks). */
+  if (drop && quiet_for(LF_STATE_HOLD - waited)) lf_state_drop_blocks(L);
 }
 
 /* Take one u32-prefixed string of INIT; *s is NULL for an absent one. The
@@ -667,6 +679,7 @@ int lf_process_worker_main(int argc, char **argv) {
   main_thread = pthread_self();
   lf_squeue_set_transport(&transport);
   lua_State *L = start(&rb, &opts);
+  lf_state_keep_blocks(L, 1);
   task_state = L;
   lf_task_heap heap = { 0, 0 };
   int status = 0, swept = 0;

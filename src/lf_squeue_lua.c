@@ -64,6 +64,9 @@ static uint64_t kind_export_id(void *obj, int dir) {
 }
 
 static int kind_import(lua_State *L, uint64_t id) {
+  /* Only a worker process has a host whose queues an id can name: anywhere
+  ** else the id comes from bytes nobody checked. */
+  if (lf_squeue_transport_of() == NULL) return -1;
   lf_squeue **ud = new_queue_ud(L);
   *ud = lf_squeue_proxy(id);
   if (*ud == NULL) { lua_pop(L, 1); return -1; }

@@ -7,7 +7,9 @@
 ** pool reporting a worker's size) may read it.
 **
 ** Ownership: each state made by lf_new_state has a malloc'd heap record as
-** its allocator's ud; lf_close_state closes the state and then frees it.
+** its allocator's ud, which also holds the freed big blocks the state
+** keeps (lf_state_keep_blocks); lf_close_state closes the state, then
+** unmaps those and frees the record.
 */
 #include <errno.h>
 #include <stdatomic.h>
@@ -50,8 +52,20 @@ int lf_state_is_interpreter(void) {
 ** space), so a worker that ran out of memory would leave the host none to
 ** allocate under an address-space limit. A mapped block keeps its mapping
 ** when Lua shrinks it below BIG_BLOCK and malloc cannot take it over;
-** such blocks are few and listed in `shrunk`. */
+** such blocks are few and listed in `shrunk`.
+**
+** A state that keeps blocks (lf_state_keep_blocks) puts a freed big block
+** in `kept` instead (up to KEPT_SLOTS of them, LF_STATE_KEEP bytes in all,
+** the oldest given back first), and takes its next big blocks from there:
+** the one that fits best, cut to size with mremap (the pages it keeps stay
+** warm), or else the largest, grown. Kept blocks are not counted as used,
+** and are given back before an allocation may fail for want of memory;
+** under a heap limit (max_memory) a block is kept only while what is used
+** and kept stays within it. */
 #define BIG_BLOCK ((size_t)256 << 10)
+#define KEPT_SLOTS 4
+
+typedef struct kept_block { void *p; size_t size; } kept_block;
 
 typedef struct heap {
   atomic_size_t used;
@@ -59,6 +73,11 @@ typedef struct heap {
   int hit;                 /* an allocation failed on the limit */
   void **shrunk;           /* mapped blocks now smaller than BIG_BLOCK */
   size_t nshrunk, capshrunk;
+  int keep;                /* keep freed big blocks */
+  double kept_at;          /* lf_now() when one was last kept or taken */
+  int nkept;
+  size_t kept_bytes;
+  kept_block kept[KEPT_SLOTS];   /* oldest first */
 } heap;
 
 static int is_shrunk(heap *h, void *p, int forget) {
@@ -75,10 +94,72 @@ static int mapped(heap *h, void *p, size_t size) {
   return size >= BIG_BLOCK || (h->nshrunk > 0 && is_shrunk(h, p, 0));
 }
 
-static void *map_block(size_t n) {
-  void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                 -1, 0);
+static void kept_remove(heap *h, int i) {
+  h->kept_bytes -= h->kept[i].size;
+  h->nkept--;
+  memmove(&h->kept[i], &h->kept[i + 1], (size_t)(h->nkept - i) * sizeof h->kept[0]);
+}
+
+static void drop_kept(heap *h) {
+  for (int i = 0; i < h->nkept; i++) munmap(h->kept[i].p, h->kept[i].size);
+  h->nkept = 0;
+  h->kept_bytes = 0;
+}
+
+/* Keeps the freed big block p of `size` bytes, if the state keeps blocks;
+** returns 0 when the caller must unmap it. */
+static int keep_block(heap *h, void *p, size_t size) {
+  if (!h->keep || size > LF_STATE_KEEP) return 0;
+  /* Under a heap limit, what is kept and what is used stay within it. */
+  if (h->limit && atomic_load_explicit(&h->used, memory_order_relaxed) +
+                  h->kept_bytes + size > h->limit)
+    return 0;
+  while (h->nkept == KEPT_SLOTS || h->kept_bytes + size > LF_STATE_KEEP) {
+    munmap(h->kept[0].p, h->kept[0].size);
+    kept_remove(h, 0);
+  }
+  h->kept[h->nkept].p = p;
+  h->kept[h->nkept].size = size;
+  h->nkept++;
+  h->kept_bytes += size;
+  h->kept_at = lf_now();
+  return 1;
+}
+
+/* A kept block made n bytes long, or NULL. */
+static void *take_kept(heap *h, size_t n) {
+  int best = -1;
+  for (int i = 0; i < h->nkept; i++)   /* the smallest that holds n */
+    if (h->kept[i].size >= n && (best < 0 || h->kept[i].size < h->kept[best].size))
+      best = i;
+  for (int i = 0; best < 0 && i < h->nkept; i++)   /* else the largest */
+    if (best < 0 || h->kept[i].size > h->kept[best].size) best = i;
+  if (best < 0) return NULL;
+  void *p = h->kept[best].p;
+  size_t size = h->kept[best].size;
+  kept_remove(h, best);
+  h->kept_at = lf_now();
+  if (size == n) return p;
+  void *q = mremap(p, size, n, size < n ? MREMAP_MAYMOVE : 0);
+  if (q != MAP_FAILED) return q;
+  munmap(p, size);
+  return NULL;
+}
+
+static void *map_block(heap *h, size_t n) {
+  void *p = h->nkept > 0 ? take_kept(h, n) : NULL;
+  if (p != NULL) return p;
+  p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED && h->nkept > 0) {   /* the kept blocks' room, then */
+    drop_kept(h);
+    p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  }
   return p == MAP_FAILED ? NULL : p;
+}
+
+/* Gives the freed big block p back: kept, or unmapped. */
+static void unmap_block(heap *h, void *p, size_t size) {
+  if (size < BIG_BLOCK || !keep_block(h, p, size)) munmap(p, size);
 }
 
 /* realloc with the mapping rule above; NULL when out of memory (never for
@@ -92,7 +173,7 @@ static void *block_realloc(heap *h, void *ptr, size_t osize, size_t nsize) {
       if (osize < BIG_BLOCK) is_shrunk(h, ptr, 1);
       return q;
     }
-    void *q = map_block(nsize);
+    void *q = map_block(h, nsize);
     if (q != NULL && ptr != NULL) {
       memcpy(q, ptr, osize);
       free(ptr);
@@ -104,7 +185,7 @@ static void *block_realloc(heap *h, void *ptr, size_t osize, size_t nsize) {
   if (q != NULL) {
     memcpy(q, ptr, nsize);
     if (osize < BIG_BLOCK) is_shrunk(h, ptr, 1);
-    munmap(ptr, osize);
+    unmap_block(h, ptr, osize);
     return q;
   }
   if (osize < BIG_BLOCK) return ptr;   /* listed already */
@@ -126,7 +207,7 @@ static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (nsize == 0) {
     if (ptr != NULL && mapped(h, ptr, osize)) {
       if (osize < BIG_BLOCK) is_shrunk(h, ptr, 1);
-      munmap(ptr, osize);
+      unmap_block(h, ptr, osize);
     } else {
       free(ptr);
     }
@@ -192,6 +273,28 @@ int lf_state_hit_limit(lua_State *L) {
   if (h == NULL || !h->hit) return 0;
   h->hit = 0;
   return 1;
+}
+
+void lf_state_keep_blocks(lua_State *L, int keep) {
+  heap *h = heap_of(L);
+  if (h == NULL) return;
+  h->keep = keep;
+  if (!keep) drop_kept(h);
+}
+
+size_t lf_state_kept(lua_State *L) {
+  heap *h = heap_of(L);
+  return h ? h->kept_bytes : 0;
+}
+
+void lf_state_drop_blocks(lua_State *L) {
+  heap *h = heap_of(L);
+  if (h != NULL) drop_kept(h);
+}
+
+void lf_state_drop_idle_blocks(lua_State *L, double idle) {
+  heap *h = heap_of(L);
+  if (h != NULL && h->nkept > 0 && lf_now() - h->kept_at >= idle) drop_kept(h);
 }
 
 /* ---- new states ---- */
@@ -267,7 +370,10 @@ lua_State *lf_new_state(const char *path, const char *cpath) {
 void lf_close_state(lua_State *L) {
   heap *h = heap_of(L);
   lua_close(L);
-  if (h != NULL) free(h->shrunk);
+  if (h != NULL) {
+    drop_kept(h);   /* what lua_close freed, among others */
+    free(h->shrunk);
+  }
   free(h);
 }
 

@@ -49,6 +49,25 @@ size_t lf_state_limit(lua_State *L);
 ** the flag. */
 int lf_state_hit_limit(lua_State *L);
 
+/* Big blocks (mappings of their own, see lf_state.c) that a state frees
+** are given back to the system at once, unless the state keeps them:
+** then up to LF_STATE_KEEP bytes of them wait for the state's next big
+** allocations, whose pages are then warm (a fresh mapping costs a page
+** fault per page written, which for a 10 MB string takes longer than
+** copying it). lf_state_keep_blocks turns keeping on or off (off drops
+** what is kept); lf_state_kept tells how many bytes are kept;
+** lf_state_drop_blocks gives them back, lf_state_drop_idle_blocks only
+** when none was kept or taken for `idle` seconds. A thread pool's workers
+** keep blocks while they are busy and drop them when idle; a helper state
+** (lf_thread_pool.c) drops them at its waiting state's next entry into the
+** runtime after LF_STATE_HOLD seconds without use. */
+#define LF_STATE_KEEP ((size_t)64 << 20)
+#define LF_STATE_HOLD 0.5
+void lf_state_keep_blocks(lua_State *L, int keep);
+size_t lf_state_kept(lua_State *L);
+void lf_state_drop_blocks(lua_State *L);
+void lf_state_drop_idle_blocks(lua_State *L, double idle);
+
 /* Open futures.core in L if it was not (its metatables are then
 ** registered), as require would. [-0,+0,e] */
 void lf_open_core(lua_State *L);

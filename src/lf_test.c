@@ -8,7 +8,9 @@
 **   codec_handle()           a new test handle (refs 1): h:refs(), h:id()
 **   codec_local(...)         encode in-process and decode in the same state
 **   codec_call(f, ...)       f(...) in a peer state, both ways by the codec
+**                            (both as a thread pool does: long strings lent)
 **   codec_encode(inproc, ...) serialize, shared handles allowed if inproc
+**                            (and long strings lent if it is "lend")
 **   codec_reseal(s)          s with its header's length and checksum redone
 **   codec_time(rounds, reps, ...)  median encode and decode ns
 **   write_fd(fd, bytes)      write raw bytes to a descriptor (a worker's
@@ -46,6 +48,14 @@
 #include "lf_api.h"
 
 static const lf_api *api;
+
+/* The options of a thread pool's transfers: in-process, long strings lent
+** (the buffer outlives each decode here). */
+static lf_codec_opts lend_opts(void) {
+  lf_codec_opts o = *api->codec_defaults;
+  o.in_process = LF_CODEC_LEND;
+  return o;
+}
 
 #define TESTHANDLE_MT "futures.TestHandle"
 
@@ -108,25 +118,29 @@ static int codec_handle(lua_State *L) {
   return 1;
 }
 
-/* codec_local(...) -> ...: encode in-process (handles allowed) and
-** decode in the same state. */
+/* codec_local(...) -> ...: encode in-process (handles allowed, long
+** strings lent) and decode in the same state. */
 static int codec_local(lua_State *L) {
   lf_buf b = LF_BUF_INIT;
+  lf_codec_opts o = lend_opts();
   int top = lua_gettop(L);
-  if (api->encode(L, 1, top, "argument", 1, &b, api->codec_defaults) != 0)
+  if (api->encode(L, 1, top, "argument", 1, &b, &o) != 0)
     return lua_error(L);
-  int n = api->decode(L, b.data, b.len, api->codec_defaults);
+  int n = api->decode(L, b.data, b.len, &o);
   api->buf_free(&b);
   if (n < 0) return lua_error(L);
   return n;
 }
 
 /* codec_encode(in_process, ...) -> string: serialize, with shared
-** handles allowed when in_process is true. The string does not own the
-** handles' references: specs keep the handles alive while they use it. */
+** handles allowed when in_process is true, and long strings lent too when
+** it is "lend". The string does not own the handles' references nor the
+** loans: specs keep the handles alive while they use it, and decode a
+** string with loans only as data from outside (which refuses them). */
 static int codec_encode(lua_State *L) {
   lf_codec_opts o = *api->codec_defaults;
-  o.in_process = lua_toboolean(L, 1);
+  o.in_process = lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "lend") == 0
+               ? LF_CODEC_LEND : lua_toboolean(L, 1);
   return api->serialize(L, 2, &o);
 }
 
@@ -188,26 +202,28 @@ static int peer_error(lua_State *L, lua_State *P, int ptop) {
 
 /* codec_call(f, ...) -> results of f(...) run in a peer lua_State
 ** (one per calling state, kept between calls, as a worker keeps its
-** state): arguments and results cross both ways through the codec with
-** in_process = 1. An error of f is transferred back and raised. */
+** state): arguments and results cross both ways through the codec as in a
+** thread pool (in-process, long strings lent). An error of f is
+** transferred back and raised. */
 static int codec_call(lua_State *L) {
   luaL_checkany(L, 1);
   lua_State *P = get_peer(L);
   lf_buf b = LF_BUF_INIT;
+  lf_codec_opts o = lend_opts();
   int ptop = lua_gettop(P);
-  if (api->encode(L, 1, lua_gettop(L), "argument", 1, &b, api->codec_defaults) != 0)
+  if (api->encode(L, 1, lua_gettop(L), "argument", 1, &b, &o) != 0)
     return lua_error(L);
-  int n = api->decode(P, b.data, b.len, api->codec_defaults);
+  int n = api->decode(P, b.data, b.len, &o);
   api->buf_free(&b);
   if (n < 0) return peer_error(L, P, ptop);
   int status = lua_pcall(P, n - 1, LUA_MULTRET, 0);
   int nres = lua_gettop(P) - ptop;
   int rc = api->encode(P, ptop + 1, nres, status == LUA_OK ? "result" : "error",
-                     1, &b, api->codec_defaults);
+                     1, &b, &o);
   if (rc != 0) return peer_error(L, P, ptop);
   lua_settop(P, ptop);
   int top = lua_gettop(L);
-  n = api->decode(L, b.data, b.len, api->codec_defaults);
+  n = api->decode(L, b.data, b.len, &o);
   api->buf_free(&b);
   if (n < 0) return lua_error(L);
   if (status != LUA_OK) return lua_error(L);
@@ -226,8 +242,8 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* codec_time(rounds, reps, ...) -> encode ns, decode ns: lf_encode
-** and lf_decode of the values as an executor calls them (in-process; the
-** decoded values dropped), without the Lua call and the string copies of
+** and lf_decode of the values as a thread pool calls them (in-process,
+** long strings lent; the decoded values dropped), without the Lua call and the string copies of
 ** serialize/deserialize. A round times `reps` encodes (each into a fresh
 ** buffer, freed), then `reps` decodes of one buffer; the result is the
 ** median round, per operation. */
@@ -240,18 +256,19 @@ static int codec_time(lua_State *L) {
   double *te = lua_newuserdatauv(L, 2 * sizeof(double) * (size_t)rounds, 0);
   double *td = te + rounds;
   int top = lua_gettop(L);
+  lf_codec_opts o = lend_opts();
   for (int r = 0; r < rounds; r++) {
     lf_buf b = LF_BUF_INIT;
     lua_gc(L, LUA_GCCOLLECT);   /* each round starts without the last's garbage */
     double t0 = now_ns();
     for (int i = 0; i < reps; i++) {
       api->buf_free(&b);
-      if (api->encode(L, 3, n, "value", 1, &b, api->codec_defaults) != 0)
+      if (api->encode(L, 3, n, "value", 1, &b, &o) != 0)
         return lua_error(L);
     }
     double t1 = now_ns();
     for (int i = 0; i < reps; i++) {
-      if (api->decode(L, b.data, b.len, api->codec_defaults) < 0) {
+      if (api->decode(L, b.data, b.len, &o) < 0) {
         api->buf_free(&b);
         return lua_error(L);
       }

@@ -40,6 +40,7 @@
 
 #include "lf_common.h"
 #include "lf_context.h"
+#include "lf_lend.h"
 #include "lf_spin.h"
 #include "lf_state.h"
 #include "lf_task.h"
@@ -95,10 +96,15 @@ static void break_pool(lf_pool *p, const char *why) {
 }
 
 /* What an idle worker may have to do outside the pool's lock before it
-** sleeps: give pages back to the system once, and deliver its own state's
-** callbacks of futures that complete while it waits for work. */
-enum { CHORE_TRIM = 1, CHORE_CALLBACKS = 2 };
+** sleeps: give pages back to the system once, deliver its own state's
+** callbacks of futures that complete while it waits for work, and give
+** back the big blocks its state keeps (lf_state_keep_blocks) once it has
+** had no task for BLOCKS_HOLD: a pool that moves big values keeps warm
+** pages between its tasks, an idle one gives them back. */
+enum { CHORE_TRIM = 1, CHORE_CALLBACKS = 2, CHORE_BLOCKS = 4 };
 #define CALLBACK_POLL 0.01   /* seconds between two deliveries when idle */
+#define BLOCKS_HOLD LF_STATE_HOLD   /* seconds an idle worker keeps its blocks */
+#define LEND_GC_MIN ((size_t)1 << 20)   /* see run_task */
 
 /* next_task's answer when the worker has chores to do first. Compared,
 ** never dereferenced. */
@@ -107,12 +113,14 @@ static char chores_tag;
 
 /* Complete `done` (the task taken last, if any: with *out when it ran
 ** here) and take the next task; or CHORES, when there is none and the
-** worker has `chores`; or NULL when the worker should exit. The completion
+** worker has `chores` (CHORE_BLOCKS: due at `blocks_due`); or NULL when
+** the worker should exit. The completion
 ** happens under the pool's lock, so that whoever sees the result and
 ** submits again finds this worker idle (or busy with a queued task) rather
 ** than starting another thread. */
 static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
-                            lf_buf *out, int failed, int chores) {
+                            lf_buf *out, int failed, int chores,
+                            double blocks_due) {
   int spun = 0;
   lf_lock(&p->mu);
   if (done != NULL) {
@@ -155,9 +163,11 @@ static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
       lf_unlock(&p->mu);
       return CHORES;
     }
+    double until = (chores & CHORE_CALLBACKS) ? lf_now() + CALLBACK_POLL : -1;
+    if ((chores & CHORE_BLOCKS) && (until < 0 || blocks_due < until))
+      until = blocks_due;
     p->idle++;
-    int rc = lf_cond_wait_until(&p->work_cv, &p->mu, (chores & CHORE_CALLBACKS)
-                                ? lf_now() + CALLBACK_POLL : -1);
+    int rc = lf_cond_wait_until(&p->work_cv, &p->mu, until);
     p->idle--;
     if (p->wakeups > 0) p->wakeups--;
     if (rc == ETIMEDOUT && p->queue.head == NULL) {
@@ -184,6 +194,13 @@ static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
   lf_codec_opts opts = *pool_opts;
   opts.pins = &f->call;   /* the queues and arrays it names */
   lf_spin_busy(1);
+  /* Strings this state lent to results that are gone now: unanchored,
+  ** they are garbage. When they are a good part of the heap, collect them
+  ** now, so that their blocks come back warm for this task's values
+  ** (lf_state_keep_blocks) rather than the task mapping fresh ones. */
+  size_t lent = lf_lend_collect(L);
+  if (lent >= LEND_GC_MIN && lent >= lf_state_heap(L) / 4)
+    lua_gc(L, LUA_GCCOLLECT);
   lf_task_begin(L, heap);
   lf_future_run_by(f, &thread_runner, L);
   lf_stop_enter(L, &f->stop, f->run_limit);
@@ -210,6 +227,7 @@ static void *worker_main(void *arg) {
 
   lua_State *L = lf_new_state(p->path, p->cpath);
   if (L != NULL && p->max_memory > 0) lf_state_set_limit(L, p->max_memory);
+  if (L != NULL) lf_state_keep_blocks(L, 1);
   lf_codec_opts init_opts = p->base.opts;
   init_opts.pins = &p->init;
   if (L == NULL) {
@@ -224,19 +242,30 @@ static void *worker_main(void *arg) {
     lf_buf out = LF_BUF_INIT;
     lf_task_heap heap = { 0, 0 };
     int failed = 0, ran = 0;
+    double blocks_due = 0;   /* 0: not idle since the blocks were kept */
     for (;;) {
       int chores = (heap.trim ? CHORE_TRIM : 0) |
                    (lf_has_pending_callbacks(L) ? CHORE_CALLBACKS : 0);
-      f = next_task(p, f, ran, &out, failed, chores);
+      if (lf_state_kept(L) > 0) {
+        chores |= CHORE_BLOCKS;
+        if (blocks_due == 0) blocks_due = lf_now() + BLOCKS_HOLD;
+      }
+      f = next_task(p, f, ran, &out, failed, chores, blocks_due);
       lf_buf_free(&out);   /* left over only if the future was done already */
       failed = ran = 0;
       if (f == NULL) break;
       if (f == CHORES) {
+        if (heap.trim || (blocks_due > 0 && lf_now() >= blocks_due)) {
+          lf_state_drop_blocks(L);
+          blocks_due = 0;
+        }
         lf_task_idle(&heap);
+        lf_lend_collect(L);   /* strings lent to results since dropped */
         lf_run_callbacks(L);
         f = NULL;
         continue;
       }
+      blocks_due = 0;
       /* Not 1: cancelled while queued. */
       if (lf_future_set_running(f) == 1) {
         ran = 1;
@@ -413,6 +442,7 @@ static helper *get_helper(lua_State *L, lf_pool *p) {
   lua_State *H = lf_new_state(p->path, p->cpath);
   if (H == NULL) return NULL;
   if (p->max_memory > 0) lf_state_set_limit(H, p->max_memory);
+  lf_state_keep_blocks(H, 1);
   if (p->init.len > 0 &&
       lf_task_init(H, p->init.data, p->init.len, &init_opts) != 0) {
     lf_close_state(H);   /* the workers' initializer will say why */
@@ -462,6 +492,7 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
     lf_buf_free(&out);
     lf_current_executor = was;
     lf_run_callbacks(h->H);
+    if (h->heap.trim) lf_state_drop_blocks(h->H);
     lf_task_idle(&h->heap);
   }
   lf_lock(&p->mu);
@@ -473,7 +504,7 @@ static int pool_run_here(lf_executor *ex, lf_future *f, lua_State *L) {
 }
 
 static const lf_executor_ops pool_ops = {
-  "ThreadPoolExecutor", "BrokenThreadPool", 1,
+  "ThreadPoolExecutor", "BrokenThreadPool", LF_CODEC_LEND,
   pool_submit, pool_shutdown, pool_join, pool_run_here, NULL, pool_describe,
   pool_destroy,
 };
@@ -490,7 +521,7 @@ lf_executor *lf_thread_pool_new(const lf_pool_config *cfg) {
     return NULL;
   }
   lf_executor_init(&p->base, &pool_ops, cfg);
-  LF_CHECK(pthread_mutex_init(&p->mu, NULL));
+  lf_mutex_init_hot(&p->mu);
   lf_cond_init(&p->work_cv);
   lf_cond_init(&p->exit_cv);
   lf_queue_init(&p->queue);

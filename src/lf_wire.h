@@ -21,9 +21,11 @@
 #if defined(__GNUC__)
 #define LF_COLD __attribute__((noinline, cold))
 #define LF_NOINLINE __attribute__((noinline))
+#define LF_INLINE inline __attribute__((always_inline))
 #else
 #define LF_COLD
 #define LF_NOINLINE
+#define LF_INLINE inline
 #endif
 
 #define HDR_SIZE    24          /* magic[4] flags[4] length[8] checksum[8] */
@@ -33,7 +35,8 @@
 #define FORMAT_VERSION 1
 
 #define FLAG_FUNCTIONS 0x1u     /* payload holds Lua functions (bytecode) */
-#define FLAG_HANDLES   0x2u     /* payload holds in-process handle pointers */
+#define FLAG_HANDLES   0x2u     /* payload holds in-process pointers: handles
+                                   or lent strings */
 #define FLAG_NAMES     0x4u     /* payload names C functions, modules or the
                                    global table */
 #define FLAG_SHARED    0x8u     /* payload names queues or shared arrays by
@@ -41,9 +44,9 @@
 #define FLAGS_KNOWN    (FLAG_FUNCTIONS | FLAG_HANDLES | FLAG_NAMES | FLAG_SHARED)
 
 /* A value's first byte: the low 7 bits are the tag; bit 7 (T_KEEP) marks an
-** object (table, Lua function, handle, shared object) that a later T_REF or T_UPJOIN names,
-** so the decoder records it. References name an object by the payload
-** offset of its tag byte. */
+** object (table, Lua function, handle, shared object, lent string) that a
+** later T_REF or T_UPJOIN names, so the decoder records it. References name
+** an object by the payload offset of its tag byte. */
 enum {
   T_NIL = 0, T_FALSE, T_TRUE,
   T_INT8, T_INT16, T_INT32, T_INT64,   /* little-endian two's complement */
@@ -62,6 +65,8 @@ enum {
   T_UPJOIN,                            /* upvalue only: varint func, u8 n */
   T_REMOTE,                            /* u8 wire code, u64 id: an object of
                                           an export kind (lf_buf.h) */
+  T_LENT,                              /* u64 loan, varint length: a string
+                                          lent (in-process only) */
   T_LAST
 };
 #define T_KEEP 0x80u

@@ -328,7 +328,7 @@ end
 
 ---------------------------------------------------------------- map
 
-local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true }
+local MAP_OPTIONS = { timeout = true, chunksize = true, buffersize = true, ordered = true }
 
 -- The last argument of map is its options table when it is a plain table
 -- (no metatable) that has keys but no [1]. An empty table is an (empty)
@@ -398,7 +398,7 @@ local function transfer_error(msg, first_item, w, chunked)
     (v - base) % w + 1, inner and ", " .. inner or "", reason)
 end
 
---- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize })
+--- for i, ... in ex:map(fn, iterable, ..., { timeout, chunksize, buffersize, ordered })
 function methods:map(fn, ...)
   check_self(self, "map")
   local nargs = select("#", ...)
@@ -417,6 +417,12 @@ function methods:map(fn, ...)
   local timeout = check_timeout(opts.timeout, "map")
   local chunksize = check_count(opts.chunksize, "map", "chunksize", 1)
   local buffersize = check_count(opts.buffersize, "map", "buffersize", nil)
+  local ordered = opts.ordered
+  if ordered == nil then
+    ordered = true
+  elseif type(ordered) ~= "boolean" then
+    error(("bad argument to 'map' (ordered must be a boolean, got %s)"):format(show(ordered)), 2)
+  end
   local deadline = timeout and core.monotonic() + timeout
 
   -- The iterables: m sources, the last of which may be a generic-for
@@ -489,8 +495,9 @@ function methods:map(fn, ...)
   end
 
   -- The futures submitted and not yet yielded, head first, with the number
-  -- of items each carries (two arrays: no table per item).
-  local sub_f, sub_k = {}, {}
+  -- of items each carries (two arrays: no table per item) and, for an
+  -- unordered map, the number of its first item.
+  local sub_f, sub_k, sub_i = {}, {}, {}
   local head, tail = 1, 0
   local in_flight = 0
 
@@ -508,9 +515,10 @@ function methods:map(fn, ...)
     if f == nil then
       error({ core_error = transfer_error(msg, items_sent + 1, w, chunksize > 1) }, 0)
     end
-    items_sent = items_sent + k
     tail = tail + 1
     sub_f[tail], sub_k[tail] = f, k
+    if not ordered then sub_i[tail] = items_sent + 1 end
+    items_sent = items_sent + k
     return k
   end
 
@@ -527,10 +535,11 @@ function methods:map(fn, ...)
         if f == nil then
           error({ core_error = transfer_error(msg, items_sent + 1, 1, false) }, 0)
         end
-        items_sent = items_sent + 1
         next_index = next_index + 1
         tail = tail + 1
         sub_f[tail], sub_k[tail] = f, 1
+        if not ordered then sub_i[tail] = items_sent + 1 end
+        items_sent = items_sent + 1
         added = added + 1
       end
     end
@@ -593,7 +602,7 @@ function methods:map(fn, ...)
     outcome, left = nil, 0
     for q = head, tail do
       local f = sub_f[q]
-      sub_f[q], sub_k[q] = nil, nil
+      sub_f[q], sub_k[q], sub_i[q] = nil, nil, nil
       if f then f:cancel() end
     end
     head = tail + 1
@@ -661,7 +670,101 @@ function methods:map(fn, ...)
     return index, table.unpack(outcome, first, first + n - 1)
   end
   local closer = setmetatable({}, { __close = function() finish() end })
-  return next_item, nil, nil, closer
+  if ordered then return next_item, nil, nil, closer end
+
+  -- Unordered: items as their futures complete, each with its number. A
+  -- waiter watches the futures not yet yielded; futures submitted after
+  -- it was made (buffersize) join when it has nothing ready, so that the
+  -- waiter is rebuilt at most once per blocking wait.
+  local waiter, waiter_tail = nil, 0
+  local at_of = {}   -- future -> its place in sub_f
+  local function watch_outstanding()
+    while head <= tail and sub_f[head] == nil do head = head + 1 end
+    local list, n = {}, 0
+    for q = head, tail do
+      local f = sub_f[q]
+      if f then
+        n = n + 1
+        list[n] = f
+        at_of[f] = q
+      end
+    end
+    waiter, waiter_tail = core.waiter(list), tail
+    return n
+  end
+
+  -- The place in sub_f of the next completed future, or nil at the end.
+  local function next_completed()
+    while true do
+      if waiter then
+        local fresh = waiter_tail < tail
+        local ok, f, unfinished = pcall(waiter.next, waiter,
+          fresh and core.monotonic() or deadline)
+        if not ok then
+          finish()
+          reraise(f, 4, true)   -- interrupted!
+        end
+        if f then
+          local q = at_of[f]
+          at_of[f] = nil
+          return q
+        end
+        if not fresh and unfinished then
+          finish()
+          raise(futures.TimeoutError, "map: %d items not done after %g seconds",
+            items_sent - index, timeout)
+        end
+      end
+      if watch_outstanding() == 0 then return nil end
+    end
+  end
+
+  local first_cur, walked = 0, 0   -- the chunk being walked: its first item
+  local function next_unordered()
+    if finished then return nil end
+    if left == 0 then
+      local q = next_completed()
+      if q == nil then finish(); return nil end
+      local f, k = sub_f[q], sub_k[q]
+      first_cur = sub_i[q]
+      sub_f[q], sub_k[q], sub_i[q] = nil, nil, nil
+      in_flight = in_flight - k
+      if buffersize then
+        local filled, ferr = pcall(fill, buffersize - in_flight)
+        if not filled then
+          finish()
+          fill_error(ferr, 2)
+        end
+      end
+      index = index + 1
+      local got, t = pcall(f._outcome, f, 0)
+      if not got then
+        finish()
+        error(t, 0)   -- the task's own error, unchanged
+      end
+      if chunksize == 1 then
+        if t.n == 1 then return first_cur, t[1] end
+        return first_cur, table.unpack(t, 1, t.n)
+      end
+      outcome, pos, left, walked = t[1], 1, k, 0
+    else
+      index = index + 1
+    end
+    left = left - 1
+    local item_no = first_cur + walked
+    walked = walked + 1
+    local ok_item, n = outcome[pos], outcome[pos + 1]
+    local first = pos + 2
+    pos = first + n
+    if not ok_item then
+      local e, traceback = outcome[first], outcome[first + 1]
+      finish()
+      core._raise_task_error(e, traceback)
+    end
+    if n == 1 then return item_no, outcome[first] end
+    return item_no, table.unpack(outcome, first, first + n - 1)
+  end
+  return next_unordered, nil, nil, closer
 end
 
 ---------------------------------------------------------------- wait

@@ -88,6 +88,7 @@
 ---@field timeout? number    # seconds, counted from the call to map; then TimeoutError
 ---@field chunksize? integer # items sent to a worker per transfer (default 1)
 ---@field buffersize? integer # at most this many items in flight (default: all submitted at the call)
+---@field ordered? boolean    # false: yield items as they complete, each with its index (default true)
 
 ---Options of `ex:shutdown`.
 ---@class futures.ShutdownOptions

@@ -143,6 +143,71 @@ return function(name, make, env)
       assert.equals(50, last)
     end)
 
+    describe("unordered map", function()
+      it("yields every item once, each with its index, as they complete", function()
+        local ex <close> = make(2)
+        for _, cs in ipairs { 1, 7 } do
+          local items = {}
+          for i = 1, 60 do items[i] = i end
+          local seen, count = {}, 0
+          for i, v, w in ex:map(function(x) return x * 2, -x end, items,
+              { ordered = false, chunksize = cs, timeout = 10 }) do
+            assert.is_nil(seen[i])
+            seen[i] = true
+            assert.equals(i * 2, v)
+            assert.equals(-i, w)
+            count = count + 1
+          end
+          assert.equals(60, count)
+        end
+      end)
+
+      it("yields a quick item before a slow one submitted earlier", function()
+        local ex <close> = make(2)
+        local order = {}
+        for i in ex:map(function(x) futures.sleep(x) return x end, { 0.5, 0 },
+            { ordered = false, timeout = 10 }) do
+          order[#order + 1] = i
+        end
+        assert.same({ 2, 1 }, order)
+      end)
+
+      it("keeps at most buffersize items in flight", function()
+        local ex <close> = make(2)
+        local produced = 0
+        local function gen() produced = produced + 1; return produced end  -- endless
+        local count = 0
+        for i, v in ex:map(function(x) return x end, gen, { buffersize = 4, ordered = false }) do
+          assert.equals(i, v)
+          count = count + 1
+          assert.is_true(produced <= count + 5, "produced " .. produced .. " after " .. count)
+          if count == 40 then break end
+        end
+        assert.equals(40, count)
+      end)
+
+      it("raises a failed item's error and a timeout as the ordered map does", function()
+        local ex <close> = make(2)
+        local err = helpers.error_of(function()
+          for _ in ex:map(function(x) if x == 3 then error("item three") end return x end,
+              { 1, 2, 3, 4 }, { ordered = false, timeout = 10 }) do end
+        end)
+        assert.matches("item three", err)
+        err = helpers.error_of(function()
+          for _ in ex:map(function() futures.sleep(5) end, { 1, 2 },
+              { ordered = false, timeout = 0.1 }) do end
+        end)
+        assert.is_true(futures.iserror(err, futures.TimeoutError))
+        assert.matches("map: 2 items not done after 0.1 seconds", tostring(err))
+      end)
+
+      it("rejects an ordered option that is not a boolean", function()
+        local ex <close> = make(1)
+        local err = helpers.error_of(ex.map, ex, print, { 1 }, { ordered = "no" })
+        assert.matches("ordered must be a boolean", err)
+      end)
+    end)
+
     describe("map over generic-for iterators", function()
       -- Runs the map and returns { [i] = { results... } }.
       local function collect(...)
@@ -315,6 +380,38 @@ return function(name, make, env)
       local ex <close> = make(1)
       assert.has_error(function() ex:map(print, { 1 }, { chunk = 2 }) end)
       assert.has_error(function() ex:map(print, { 1 }, { chunksize = 0 }) end)
+    end)
+
+    it("carries long strings both ways with every byte, one used twice", function()
+      local t = {}
+      for i = 0, 255 do t[#t + 1] = string.char(i) end
+      local s = table.concat(t):rep(1000)            -- 256 000 bytes
+      local u = s:sub(2) .. "!"
+      local ex <close> = make(1)
+      local r = ex:submit(function(v, w)
+        assert(v.a == v.b and #v.a == 256000 and #w == 256000)
+        return { a = v.a, b = v.b, w = w, n = #v.a }, w, v.a:byte(256000)
+      end, { a = s, b = s }, u):result(10)
+      local r1, r2 = ex:submit(function(...) return ... end, r, u):result(10)
+      assert.equals(s, r1.a)
+      assert.equals(s, r1.b)
+      assert.equals(u, r1.w)
+      assert.equals(u, r2)
+      assert.equals(256000, r.n)
+      assert.equals(255, ex:submit(function(v) return v:byte(-1) end, s):result(10))
+    end)
+
+    it("keeps a long argument whose caller dropped it before the task ran", function()
+      local ex <close> = make(1)
+      local busy = ex:submit(futures.sleep, 0.2)
+      local f = ex:submit(function(v) return #v, v:sub(1, 3), v:sub(-3) end,
+        ("abc"):rep(100000) .. "xyz")
+      collectgarbage(); collectgarbage()
+      local n, head, tail = f:result(10)
+      assert.equals(300003, n)
+      assert.equals("abc", head)
+      assert.equals("xyz", tail)
+      assert.is_true(busy:done())
     end)
 
     it("refuses submit after shutdown with a RuntimeError", function()

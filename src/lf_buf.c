@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -114,7 +115,12 @@ void lf_buf_free(lf_buf *b) {
     if (b->handles[i].kind != NULL)   /* NULL: weakened */
       b->handles[i].kind->release(b->handles[i].obj);
   free(b->handles);
-  free(b->data);
+  if (b->mapped) {
+    if (b->data != NULL) munmap(b->data, b->cap);
+    b->mapped = 0;
+  } else {
+    free(b->data);
+  }
   b->data = NULL;
   b->len = b->cap = 0;
   b->handles = NULL;
@@ -147,7 +153,7 @@ size_t lf_buf_weaken(lf_buf *b, const void *obj) {
 }
 
 void lf_buf_shrink(lf_buf *b) {
-  if (b->cap - b->len <= 64 || b->len == 0) return;
+  if (b->cap - b->len <= 64 || b->len == 0 || b->mapped) return;
   unsigned char *d = realloc(b->data, b->len);
   if (d != NULL) { b->data = d; b->cap = b->len; }
 }

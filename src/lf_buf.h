@@ -93,12 +93,16 @@ typedef struct lf_buf {
   size_t len, cap;
   lf_buf_handle *handles;   /* references owned by this buffer */
   size_t nhandles, hcap;
+  int mapped;               /* data is a read-only mapping of cap bytes (a
+                               memfd a worker process sent): unmapped by
+                               lf_buf_free, never written or reallocated */
 } lf_buf;
 
-#define LF_BUF_INIT { NULL, 0, 0, NULL, 0, 0 }
+#define LF_BUF_INIT { NULL, 0, 0, NULL, 0, 0, 0 }
 
-/* Free the bytes and release every handle reference; leaves *b empty and
-** reusable. Safe on an empty buffer and safe to call twice. */
+/* Free the bytes (unmap them, for a mapped buffer) and release every
+** handle reference; leaves *b empty and reusable. Safe on an empty buffer
+** and safe to call twice. */
 void lf_buf_free(lf_buf *b);
 
 /* Record one more handle reference in b (the caller has taken it).
@@ -114,7 +118,7 @@ int lf_buf_add_handle(lf_buf *b, const lf_handle_kind *kind, void *obj);
 size_t lf_buf_weaken(lf_buf *b, const void *obj);
 
 /* Give back slack beyond len (a buffer that will wait long in a queue).
-** Keeps the buffer as it is when realloc fails. */
+** Keeps the buffer as it is when realloc fails, or when it is mapped. */
 void lf_buf_shrink(lf_buf *b);
 
 #endif

@@ -30,6 +30,14 @@
 ** a queue's mutex, then done_mu (taken under a queue's mutex by a
 ** completion); done_mu is never held while taking another lock.
 **
+** Big payloads (lf_proto.h): each slot may own a task region, a memfd
+** mapped here, written under pool->mu by whoever sends a big task to the
+** idle worker, and dropped by the reader (after REGION_HOLD idle, or with
+** the worker). Descriptors a worker sends come in with its bytes
+** (recv_worker) and wait in the slot (the reader's alone) for the big
+** RESULT that takes them; a sealed memfd that passes the checks becomes
+** the future's result as a read-only mapping (lf_buf.mapped).
+**
 ** Wake-ups: a submit that finds an idle worker writes the task to its
 ** socket at once (one sendmsg, no thread hand-off); one that finds every
 ** worker busy and the pool at max_workers only queues, with no system
@@ -56,6 +64,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -78,6 +87,9 @@ extern char **environ;
 #define SOCKET_BUFFER (1 << 20)         /* SO_SNDBUF asked for, both ends */
 #define REAP_GRACE 2.0                  /* seconds from EOF to SIGKILL */
 #define STARTUP_TRIES 3                 /* deaths before READY that break */
+#define REGION_STEP ((size_t)1 << 20)   /* a task region grows by this */
+#define REGION_HOLD 0.5                 /* seconds an idle worker's region
+                                           is kept for its next big task */
 
 enum { W_FREE, W_SPAWNING, W_IDLE, W_BUSY, W_CLOSING };
 enum { R_NONE, R_RUNNING, R_EXITED, R_JOINED };
@@ -96,7 +108,14 @@ typedef struct lf_proc {
   long ntasks;               /* tasks completed */
   lf_outq out;               /* output not written yet; the TASK frame's
                                 segments are tagged */
-  unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
+  unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR + LF_MEMFD_DESC];
+  /* Its task region (lf_proto.h, "Big payloads"): a memfd, mapped here,
+  ** that big TASK payloads are copied into. Written only while the worker
+  ** is idle, so never while it reads a task from it. */
+  int region_fd;             /* -1: none */
+  unsigned char *region;
+  size_t region_cap;
+  double region_used;        /* when a task last went in or came out */
   lf_holdings held;          /* what the host shared with it */
   lf_buf pins;               /* named by its PINS frame, for the next frame */
   struct park *parked;       /* its queue request waiting, or NULL */
@@ -117,6 +136,8 @@ typedef struct lf_proc {
   lf_frame big_fr;
   lf_buf big;                /* ... into big.data[0..got) */
   size_t got;
+  int rfds[LF_MEMFD_MAXFDS]; /* descriptors it sent, for its big frames */
+  int nrfds;
 } lf_proc;
 
 typedef struct park park;
@@ -294,6 +315,86 @@ static void stop_in_process(void *arg, lf_future *f) {
 
 static const lf_runner process_runner = { stop_in_process };
 
+/* ---- task regions ---- */
+
+/* w's region goes (the worker is idle or gone). A worker that still maps
+** it keeps the pages until it unmaps them. */
+static void region_drop(lf_proc *w) {
+  if (w->region != NULL) munmap(w->region, w->region_cap);
+  if (w->region_fd >= 0) close(w->region_fd);
+  w->region = NULL;
+  w->region_fd = -1;
+  w->region_cap = 0;
+}
+
+/* Room for len bytes in w's region, made or grown. Returns 0, or -1 when
+** there is none: the task then travels in the socket, as small ones do. */
+static int region_reserve(lf_proc *w, size_t len) {
+  if (len <= w->region_cap) return 0;
+  if (len > SIZE_MAX - REGION_STEP) return -1;
+  size_t cap = (len + REGION_STEP - 1) & ~(REGION_STEP - 1);
+  if (w->region_fd < 0) {
+    int fd = memfd_create("lf-task", MFD_CLOEXEC);
+    if (fd < 0) return -1;
+    void *m = MAP_FAILED;
+    if (ftruncate(fd, (off_t)cap) == 0)
+      m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) { close(fd); return -1; }
+    w->region_fd = fd;
+    w->region = m;
+    w->region_cap = cap;
+    return 0;
+  }
+  /* Growing keeps the pages there are, and their mapping here, warm. */
+  if (ftruncate(w->region_fd, (off_t)cap) != 0) return -1;
+  void *m = mremap(w->region, w->region_cap, cap, MREMAP_MAYMOVE);
+  if (m == MAP_FAILED) return -1;
+  w->region = m;
+  w->region_cap = cap;
+  return 0;
+}
+
+/* Queue the TASK frame of f for w with its payload in w's region: the
+** call is copied there (warm pages: no page fault per 4 KiB, unlike a
+** fresh buffer or the socket's), and a duplicate of the region's
+** descriptor goes with the frame's first byte. Returns 0, or -1 when the
+** region cannot serve (nothing queued: send the call in the socket). */
+static int queue_big_task_locked(lf_proc *w, lf_future *f) {
+  if (region_reserve(w, f->call.len) != 0) return -1;
+  int *fds = malloc(sizeof *fds);
+  if (fds == NULL) return -1;
+  fds[0] = fcntl(w->region_fd, F_DUPFD_CLOEXEC, 3);
+  if (fds[0] < 0) { free(fds); return -1; }
+  memcpy(w->region, f->call.data, f->call.len);
+  w->region_used = lf_now();
+  uint64_t len = f->call.len;
+  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind | LF_FLAG_MEMFD,
+                w->seq + 1, LF_MEMFD_DESC);
+  memcpy(w->htask + LF_PROC_HDR, &len, 8);
+  if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR + LF_MEMFD_DESC, NULL, fds,
+                   1, 1) != 0)
+    return -1;   /* the descriptor is closed */
+  w->seq++;
+  return 0;
+}
+
+/* The regions of workers idle for REGION_HOLD go; lowers *timeout (ms, -1:
+** none) to when the next one would. Reader, pool->mu held. */
+static void tend_regions_locked(lf_ppool *p, int *timeout) {
+  double now = lf_now(), next = 0;
+  for (int i = 0; i < p->max_workers; i++) {
+    lf_proc *w = &p->procs[i];
+    if (w->region == NULL || w->state == W_BUSY) continue;
+    double at = w->region_used + REGION_HOLD;
+    if (now >= at || w->state != W_IDLE) region_drop(w);
+    else if (next == 0 || at < next) next = at;
+  }
+  if (next > 0) {
+    int ms = (int)((next - now) * 1000) + 1;
+    if (*timeout < 0 || ms < *timeout) *timeout = ms;
+  }
+}
+
 /* Send f (RUNNING) to the idle worker w, after what it must share. The
 ** call's segments point into f->call, which stays there until f completes:
 ** f completes only once the whole frame is written (a result that comes
@@ -307,13 +408,16 @@ static int send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
     fail_unsendable(p, f, why);
     return -1;
   }
-  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
-                f->call.len);
-  if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR, NULL, NULL, 0, 1) != 0 ||
-      lf_outq_push(&w->out, f->call.data, f->call.len, NULL, NULL, 0, 1) != 0) {
-    fail_unsendable(p, f, "not enough memory");
-    lost_output_locked(p, w);   /* its output lost a frame: it cannot go on */
-    return -1;
+  if (f->call.len <= LF_BIG_FRAME || queue_big_task_locked(w, f) != 0) {
+    lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
+                  f->call.len);
+    if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR, NULL, NULL, 0, 1) != 0 ||
+        lf_outq_push(&w->out, f->call.data, f->call.len, NULL, NULL, 0, 1)
+            != 0) {
+      fail_unsendable(p, f, "not enough memory");
+      lost_output_locked(p, w);   /* its output lost a frame: it cannot go on */
+      return -1;
+    }
   }
   w->task = f;   /* the queue's reference moves here */
   w->state = W_BUSY;
@@ -561,7 +665,7 @@ static void spawn_locked(lf_ppool *p, int n) {
     lf_proc *w = &p->procs[i];
     memset(w, 0, sizeof *w);
     w->state = W_SPAWNING;
-    w->fd = w->pidfd = -1;
+    w->fd = w->pidfd = w->region_fd = -1;
     w->pool = p;
     p->nprocs++;
     slots[k++] = w;
@@ -939,6 +1043,7 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
       lf_future *f = w->task;
       w->task = NULL;
       w->ntasks++;
+      w->region_used = lf_now();   /* idle from now: its region waits */
       if (p->max_tasks > 0 && w->ntasks >= p->max_tasks) {
         shutdown(w->fd, SHUT_WR);   /* retire: it exits at end-of-file */
         w->state = W_CLOSING;
@@ -983,8 +1088,103 @@ static int out_of_memory(lf_proc *w) {
   return -1;
 }
 
+/* recv() that also takes the descriptors w sends with its big frames,
+** in order, into w->rfds. Returns what recv returns, or -2 when w sent
+** more than may wait for their frames (then it is killed). */
+static ssize_t recv_worker(lf_proc *w, void *dst, size_t room) {
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * LF_MEMFD_MAXFDS)];
+    struct cmsghdr align;
+  } cm;
+  struct iovec iov = { dst, room };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cm.buf;
+  msg.msg_controllen = sizeof cm.buf;
+  ssize_t n = recvmsg(w->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  /* Truncated: the kernel closed the descriptors that did not fit. */
+  int excess = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (w->nrfds < LF_MEMFD_MAXFDS) w->rfds[w->nrfds++] = fd;
+      else { close(fd); excess = 1; }
+    }
+  }
+  if (excess) {
+    kill_worker(w, "it sent more descriptors than its frames take");
+    return -2;
+  }
+  return n;
+}
+
+static void close_rfds(lf_proc *w) {
+  for (int i = 0; i < w->nrfds; i++) close(w->rfds[i]);
+  w->nrfds = 0;
+}
+
+/* The payload of a big RESULT (lf_proto.h, "Big payloads"): the next
+** descriptor w sent, which must be a memfd sealed against every change
+** (LF_MEMFD_SEALS: nobody can write it, shrink it or grow it any more,
+** nor lift those seals) and exactly as long as announced; then, and only
+** then, mapped read-only as *out, which is decoded in place: its bytes
+** cannot change under the decoder, and the mapping cannot lose pages
+** (SIGBUS). The frame's length and flag become those of the payload.
+** Returns 0, or -1 with w killed and the descriptor closed. */
+static int take_memfd(lf_proc *w, lf_frame *fr, const unsigned char *desc,
+                      lf_buf *out) {
+  if (fr->type != LF_FRAME_RESULT || fr->len != LF_MEMFD_DESC) {
+    kill_worker(w, "it sent a malformed big frame");
+    return -1;
+  }
+  if (w->nrfds == 0) {
+    kill_worker(w, "it sent a big frame without its memfd");
+    return -1;
+  }
+  int fd = w->rfds[0];
+  w->nrfds--;
+  memmove(w->rfds, w->rfds + 1, (size_t)w->nrfds * sizeof *w->rfds);
+  uint64_t len;
+  memcpy(&len, desc, 8);
+  const char *why = NULL;
+  struct stat st;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    why = "it sent a descriptor that is not a memfd for its big frame";
+  } else if ((seals & LF_MEMFD_SEALS) != LF_MEMFD_SEALS) {
+    why = "it sent a memfd that is not sealed for its big frame";
+  } else if (len == 0 || len > LF_PROC_FRAME_MAX || st.st_size < 0 ||
+             (uint64_t)st.st_size != len) {
+    why = "it sent a memfd whose size is not its big frame's";
+  } else {
+    void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+      why = "there was no memory for its result";
+    } else {
+      out->data = m;
+      out->len = out->cap = (size_t)len;
+      out->mapped = 1;
+    }
+  }
+  close(fd);
+  if (why != NULL) {
+    kill_worker(w, why);
+    return -1;
+  }
+  fr->len = len;
+  fr->flag &= ~LF_FLAG_MEMFD;
+  return 0;
+}
+
 /* Read what w sent, without blocking; deliver every whole frame. Returns
-** 0, or -1 at end-of-file or on a socket error. */
+** 0, or -1 at end-of-file, on a socket error, or when w was killed. */
 static int read_worker(lf_ppool *p, lf_proc *w) {
   for (;;) {
     unsigned char *dst;
@@ -1005,11 +1205,15 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
       dst = w->stage + w->have;
       room = STAGE_SIZE - w->have;
     }
-    ssize_t n = recv(w->fd, dst, room, MSG_DONTWAIT);
-    if (n == 0) return -1;
+    ssize_t n = recv_worker(w, dst, room);
+    if (n == 0 || n == -2) return -1;
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return -1;
+    }
+    if (w->inbig && w->nrfds > 0) {   /* descriptors come with headers */
+      kill_worker(w, "it sent a descriptor inside a payload");
       return -1;
     }
     if (w->inbig) {
@@ -1031,7 +1235,17 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
           return -1;
         }
         size_t body = w->have - pos - LF_PROC_HDR;
-        if (fr.len <= body) {   /* whole: copy the payload out */
+        if ((fr.flag & LF_FLAG_MEMFD) && fr.len <= body) {
+          lf_buf pl = LF_BUF_INIT;
+          if (take_memfd(w, &fr, w->stage + pos + LF_PROC_HDR, &pl) != 0)
+            return -1;
+          pos += LF_PROC_HDR + LF_MEMFD_DESC;
+          deliver(p, w, &fr, &pl);
+          lf_buf_free(&pl);
+        } else if (fr.flag & LF_FLAG_MEMFD && fr.len > LF_MEMFD_DESC) {
+          kill_worker(w, "it sent a malformed big frame");
+          return -1;
+        } else if (fr.len <= body) {   /* whole: copy the payload out */
           lf_buf pl = LF_BUF_INIT;
           if (fr.len > 0) {
             pl.data = malloc((size_t)fr.len);
@@ -1063,6 +1277,12 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
       }
       memmove(w->stage, w->stage + pos, w->have - pos);
       w->have -= pos;
+      /* Every byte read was a whole frame, yet a descriptor is left: it
+      ** came with the first byte of a frame that does not take one. */
+      if (w->have == 0 && !w->inbig && w->nrfds > 0) {
+        kill_worker(w, "it sent a descriptor with a frame that takes none");
+        return -1;
+      }
     }
     if ((size_t)n < room) return 0;   /* drained: poll says when more come */
   }
@@ -1129,9 +1349,11 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   if (w->pidfd >= 0) close(w->pidfd);
   lf_buf_free(&w->big);
   free(w->stage);
+  close_rfds(w);
+  region_drop(w);
   memset(w, 0, sizeof *w);
   w->state = W_FREE;
-  w->fd = w->pidfd = -1;
+  w->fd = w->pidfd = w->region_fd = -1;
   p->nprocs--;
   p->spawn_blocked = 0;
   lf_unlock(&p->mu);
@@ -1257,6 +1479,7 @@ static void *reader_main(void *arg) {
       }
     }
     tend_stops_locked(p, &timeout);
+    tend_regions_locked(p, &timeout);
     if (next_deadline >= 0) {   /* a parked queue request's timeout */
       double ms = ceil((next_deadline - lf_now()) * 1e3);
       int t = ms < 0 ? 0 : ms > 1e6 ? 1000000 : (int)ms;
@@ -1381,7 +1604,8 @@ lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
     cfg->init->nhandles = cfg->init->hcap = 0;
     lf_buf_free(cfg->init);
   }
-  for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
+  for (int i = 0; i < max_workers; i++)
+    p->procs[i].fd = p->procs[i].pidfd = p->procs[i].region_fd = -1;
   lf_executor_init(&p->base, &pp_ops, cfg);
   p->grace = cfg->grace > 0 ? cfg->grace : LF_DEFAULT_GRACE;
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));

@@ -31,7 +31,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -
 # listed before it (`make layers` checks it from the objects; see
 # docs/internals.md).
 LAYER_BASE   := lf_fault lf_spin
-LAYER_CODEC  := lf_buf lf_lend lf_wire lf_names lf_encode lf_decode
+LAYER_CODEC  := lf_buf lf_region lf_lend lf_wire lf_names lf_encode lf_decode
 LAYER_FUTURE := lf_future
 LAYER_SHARE  := lf_squeue lf_sarray
 LAYER_STATE  := lf_error lf_state lf_task

@@ -30,13 +30,13 @@
 ** a queue's mutex, then done_mu (taken under a queue's mutex by a
 ** completion); done_mu is never held while taking another lock.
 **
-** Big payloads (lf_proto.h): each slot may own a task region, a memfd
-** mapped here, written under pool->mu by whoever sends a big task to the
-** idle worker, and dropped by the reader (after REGION_HOLD idle, or with
-** the worker). Descriptors a worker sends come in with its bytes
+** Big payloads (lf_proto.h): the pool's calls are encoded with
+** lf_region_mem, so a big one lives in a memfd region (lf_region.h) whose
+** descriptor goes to the worker; the reader gives cached regions back
+** after REGION_HOLD unused. Descriptors a worker sends come in with its bytes
 ** (recv_worker) and wait in the slot (the reader's alone) for the big
 ** RESULT that takes them; a sealed memfd that passes the checks becomes
-** the future's result as a read-only mapping (lf_buf.mapped).
+** the future's result as a read-only mapping (lf_bufmem_mapped).
 **
 ** Wake-ups: a submit that finds an idle worker writes the task to its
 ** socket at once (one sendmsg, no thread hand-off); one that finds every
@@ -78,6 +78,7 @@
 #include "lf_process_pool.h"
 #include "lf_proto.h"
 #include "lf_pshare.h"
+#include "lf_region.h"
 #include "lf_squeue.h"
 #include "lf_state.h"
 
@@ -87,9 +88,8 @@ extern char **environ;
 #define SOCKET_BUFFER (1 << 20)         /* SO_SNDBUF asked for, both ends */
 #define REAP_GRACE 2.0                  /* seconds from EOF to SIGKILL */
 #define STARTUP_TRIES 3                 /* deaths before READY that break */
-#define REGION_STEP ((size_t)1 << 20)   /* a task region grows by this */
-#define REGION_HOLD 0.5                 /* seconds an idle worker's region
-                                           is kept for its next big task */
+#define REGION_HOLD 0.5                 /* seconds a call region is kept for
+                                           the next big call */
 
 enum { W_FREE, W_SPAWNING, W_IDLE, W_BUSY, W_CLOSING };
 enum { R_NONE, R_RUNNING, R_EXITED, R_JOINED };
@@ -109,13 +109,6 @@ typedef struct lf_proc {
   lf_outq out;               /* output not written yet; the TASK frame's
                                 segments are tagged */
   unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR + LF_MEMFD_DESC];
-  /* Its task region (lf_proto.h, "Big payloads"): a memfd, mapped here,
-  ** that big TASK payloads are copied into. Written only while the worker
-  ** is idle, so never while it reads a task from it. */
-  int region_fd;             /* -1: none */
-  unsigned char *region;
-  size_t region_cap;
-  double region_used;        /* when a task last went in or came out */
   lf_holdings held;          /* what the host shared with it */
   lf_buf pins;               /* named by its PINS frame, for the next frame */
   struct park *parked;       /* its queue request waiting, or NULL */
@@ -315,58 +308,19 @@ static void stop_in_process(void *arg, lf_future *f) {
 
 static const lf_runner process_runner = { stop_in_process };
 
-/* ---- task regions ---- */
-
-/* w's region goes (the worker is idle or gone). A worker that still maps
-** it keeps the pages until it unmaps them. */
-static void region_drop(lf_proc *w) {
-  if (w->region != NULL) munmap(w->region, w->region_cap);
-  if (w->region_fd >= 0) close(w->region_fd);
-  w->region = NULL;
-  w->region_fd = -1;
-  w->region_cap = 0;
-}
-
-/* Room for len bytes in w's region, made or grown. Returns 0, or -1 when
-** there is none: the task then travels in the socket, as small ones do. */
-static int region_reserve(lf_proc *w, size_t len) {
-  if (len <= w->region_cap) return 0;
-  if (len > SIZE_MAX - REGION_STEP) return -1;
-  size_t cap = (len + REGION_STEP - 1) & ~(REGION_STEP - 1);
-  if (w->region_fd < 0) {
-    int fd = memfd_create("lf-task", MFD_CLOEXEC);
-    if (fd < 0) return -1;
-    void *m = MAP_FAILED;
-    if (ftruncate(fd, (off_t)cap) == 0)
-      m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) { close(fd); return -1; }
-    w->region_fd = fd;
-    w->region = m;
-    w->region_cap = cap;
-    return 0;
-  }
-  /* Growing keeps the pages there are, and their mapping here, warm. */
-  if (ftruncate(w->region_fd, (off_t)cap) != 0) return -1;
-  void *m = mremap(w->region, w->region_cap, cap, MREMAP_MAYMOVE);
-  if (m == MAP_FAILED) return -1;
-  w->region = m;
-  w->region_cap = cap;
-  return 0;
-}
-
-/* Queue the TASK frame of f for w with its payload in w's region: the
-** call is copied there (warm pages: no page fault per 4 KiB, unlike a
-** fresh buffer or the socket's), and a duplicate of the region's
-** descriptor goes with the frame's first byte. Returns 0, or -1 when the
-** region cannot serve (nothing queued: send the call in the socket). */
+/* Queue the TASK frame of f for w with its payload in the memfd region
+** that f's call was encoded into (lf_region.h): a duplicate of the
+** region's descriptor goes with the frame's first byte, and not one byte
+** of the call is copied. Returns 0, or -1 when the call is not in a
+** region or no descriptor is left (nothing queued: send the call in the
+** socket). */
 static int queue_big_task_locked(lf_proc *w, lf_future *f) {
-  if (region_reserve(w, f->call.len) != 0) return -1;
+  int rfd = lf_region_fd(&f->call);
+  if (rfd < 0) return -1;
   int *fds = malloc(sizeof *fds);
   if (fds == NULL) return -1;
-  fds[0] = fcntl(w->region_fd, F_DUPFD_CLOEXEC, 3);
+  fds[0] = fcntl(rfd, F_DUPFD_CLOEXEC, 3);
   if (fds[0] < 0) { free(fds); return -1; }
-  memcpy(w->region, f->call.data, f->call.len);
-  w->region_used = lf_now();
   uint64_t len = f->call.len;
   lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind | LF_FLAG_MEMFD,
                 w->seq + 1, LF_MEMFD_DESC);
@@ -378,19 +332,12 @@ static int queue_big_task_locked(lf_proc *w, lf_future *f) {
   return 0;
 }
 
-/* The regions of workers idle for REGION_HOLD go; lowers *timeout (ms, -1:
-** none) to when the next one would. Reader, pool->mu held. */
-static void tend_regions_locked(lf_ppool *p, int *timeout) {
-  double now = lf_now(), next = 0;
-  for (int i = 0; i < p->max_workers; i++) {
-    lf_proc *w = &p->procs[i];
-    if (w->region == NULL || w->state == W_BUSY) continue;
-    double at = w->region_used + REGION_HOLD;
-    if (now >= at || w->state != W_IDLE) region_drop(w);
-    else if (next == 0 || at < next) next = at;
-  }
-  if (next > 0) {
-    int ms = (int)((next - now) * 1000) + 1;
+/* The cached call regions unused for REGION_HOLD go back to the system;
+** lowers *timeout (ms, -1: none) to when the next one would. */
+static void tend_regions(int *timeout) {
+  double next = lf_region_trim(REGION_HOLD);
+  if (next >= 0) {
+    int ms = (int)(next * 1000) + 1;
     if (*timeout < 0 || ms < *timeout) *timeout = ms;
   }
 }
@@ -571,6 +518,7 @@ static void pp_destroy(lf_executor *ex) {
   lf_executor_free_broken(&p->base);
   free(p->pending_break);
   if (p->efd >= 0) close(p->efd);
+  lf_region_trim(0);   /* a pool that goes leaves no cached region behind */
   LF_CHECK(pthread_mutex_destroy(&p->mu));
   LF_CHECK(pthread_mutex_destroy(&p->done_mu));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));
@@ -665,7 +613,7 @@ static void spawn_locked(lf_ppool *p, int n) {
     lf_proc *w = &p->procs[i];
     memset(w, 0, sizeof *w);
     w->state = W_SPAWNING;
-    w->fd = w->pidfd = w->region_fd = -1;
+    w->fd = w->pidfd = -1;
     w->pool = p;
     p->nprocs++;
     slots[k++] = w;
@@ -1043,7 +991,6 @@ static void deliver(lf_ppool *p, lf_proc *w, const lf_frame *fr,
       lf_future *f = w->task;
       w->task = NULL;
       w->ntasks++;
-      w->region_used = lf_now();   /* idle from now: its region waits */
       if (p->max_tasks > 0 && w->ntasks >= p->max_tasks) {
         shutdown(w->fd, SHUT_WR);   /* retire: it exits at end-of-file */
         w->state = W_CLOSING;
@@ -1170,7 +1117,8 @@ static int take_memfd(lf_proc *w, lf_frame *fr, const unsigned char *desc,
     } else {
       out->data = m;
       out->len = out->cap = (size_t)len;
-      out->mapped = 1;
+      out->mem = &lf_bufmem_mapped;
+      out->mem_ctx = m;
     }
   }
   close(fd);
@@ -1350,10 +1298,9 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   lf_buf_free(&w->big);
   free(w->stage);
   close_rfds(w);
-  region_drop(w);
   memset(w, 0, sizeof *w);
   w->state = W_FREE;
-  w->fd = w->pidfd = w->region_fd = -1;
+  w->fd = w->pidfd = -1;
   p->nprocs--;
   p->spawn_blocked = 0;
   lf_unlock(&p->mu);
@@ -1479,7 +1426,7 @@ static void *reader_main(void *arg) {
       }
     }
     tend_stops_locked(p, &timeout);
-    tend_regions_locked(p, &timeout);
+    tend_regions(&timeout);
     if (next_deadline >= 0) {   /* a parked queue request's timeout */
       double ms = ceil((next_deadline - lf_now()) * 1e3);
       int t = ms < 0 ? 0 : ms > 1e6 ? 1000000 : (int)ms;
@@ -1604,9 +1551,9 @@ lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
     cfg->init->nhandles = cfg->init->hcap = 0;
     lf_buf_free(cfg->init);
   }
-  for (int i = 0; i < max_workers; i++)
-    p->procs[i].fd = p->procs[i].pidfd = p->procs[i].region_fd = -1;
+  for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
   lf_executor_init(&p->base, &pp_ops, cfg);
+  p->base.opts.mem = &lf_region_mem;   /* big calls go to workers in memfds */
   p->grace = cfg->grace > 0 ? cfg->grace : LF_DEFAULT_GRACE;
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));
   LF_CHECK(pthread_mutex_init(&p->done_mu, NULL));

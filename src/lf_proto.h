@@ -76,9 +76,10 @@
 ** (u64: the length of the encoded payload, which starts at offset 0 of the
 ** file), and the memfd goes in the SCM_RIGHTS data of the sendmsg that
 ** starts with the frame's header (one descriptor, nothing else). A TASK's
-** memfd is the host's region for that worker, reused from task to task
-** (the host writes it only while the worker is idle: one task at a time);
-** the worker maps it read-only and decodes in place. A RESULT's memfd is
+** memfd is the region the host encoded the call into (lf_region.h), which
+** it reuses for another call only once this task is over (its RESULT
+** came, or its worker died); the worker maps it read-only and decodes in
+** place, and may keep the mapping for the next big task. A RESULT's memfd is
 ** the worker's, new for each result and sealed (LF_MEMFD_SEALS) before it
 ** is sent: the host maps it read-only only once it has checked the seals
 ** and that the file's size is exactly the length announced, so that what

@@ -34,7 +34,7 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) $(LUA_CFLAGS) -Isrc -
 # listed before it (`make layers` checks it from the objects; see
 # docs/internals.md).
 LAYER_BASE   := lf_fault lf_spin
-LAYER_CODEC  := lf_buf lf_lend lf_wire lf_names lf_encode lf_decode
+LAYER_CODEC  := lf_buf lf_region lf_lend lf_wire lf_names lf_encode lf_decode
 LAYER_FUTURE := lf_future
 LAYER_SHARE  := lf_squeue lf_sarray
 LAYER_STATE  := lf_error lf_state lf_task
@@ -242,7 +242,7 @@ SAN_MODULE_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spe
   spec/wait_spec.lua spec/bad_input_spec.lua
 SAN_SPECS := $(SAN_MODULE_SPECS) spec/stress_spec.lua spec/process_pool_spec.lua \
   spec/eventloop_spec.lua spec/queue_spec.lua spec/shared_array_spec.lua \
-  spec/progress_spec.lua spec/stop_spec.lua
+  spec/progress_spec.lua spec/stop_spec.lua spec/big_frames_spec.lua
 # Skipped under sanitizers: the specs that time two CPU-bound tasks side by side,
 # which instrumentation (and a busy CI machine) changes; `make test` runs them.
 SAN_SKIP := --filter-out=CPU.bound.Lua.tasks.at.the.same.time
@@ -328,7 +328,7 @@ endif
 #   hand-offs it reports (ThreadSanitizer, which models them, checks those).
 VG_SPECS := spec/core_spec.lua spec/future_spec.lua spec/thread_pool_spec.lua \
   spec/wait_spec.lua spec/bad_input_spec.lua spec/stress_spec.lua spec/process_pool_spec.lua \
-  spec/queue_spec.lua spec/shared_array_spec.lua spec/stop_spec.lua
+  spec/queue_spec.lua spec/shared_array_spec.lua spec/stop_spec.lua spec/big_frames_spec.lua
 HG_SPECS := spec/future_spec.lua spec/thread_pool_spec.lua spec/wait_spec.lua spec/queue_spec.lua
 VG_EXE   := build/valgrind/lua-futures
 VG_RUN    = LUA_FUTURES_SPEC_INTERP=$(VG_EXE) LUA_FUTURES_WORKER=$(CURDIR)/$(VG_EXE) \
@@ -366,7 +366,7 @@ valgrind: deps
 #   with no crash, hang, leak or ASan report. FAULTS_ARGS passes options to
 #   the driver (--quick, --ops=..., --classes=...).
 FAULT_WRAP  := malloc calloc realloc strdup pthread_create socketpair pipe pipe2 \
-  eventfd posix_spawn luaopen_futures_core
+  eventfd posix_spawn memfd_create mmap mremap luaopen_futures_core
 FAULTS_ARGS ?=
 
 faults: deps

@@ -6,7 +6,7 @@
 -- operation and each class of fault point ("alloc": malloc, calloc, realloc
 -- and strdup in our C code; "state": the worker states' allocator;
 -- "thread": pthread_create; "socket": socketpair, pipe, eventfd; "spawn":
--- posix_spawn), the driver first counts the class's calls during one clean
+-- posix_spawn; "map": memfd_create, mmap, mremap), the driver first counts the class's calls during one clean
 -- run of the operation, then runs it once for each fault point N = 1, 2,
 -- 3, ... (all of the first 150, then a sample of every 12th or so), once
 -- with only the N-th call failing and, for the allocators, once with every
@@ -226,6 +226,48 @@ local function child(op_name, class, n, sticky)
     teardown = function(ctx) ctx.ex:shutdown(); ctx.px:shutdown() end,
   }
 
+  -- Big values through a process pool (memfds: lf_proto.h, "Big payloads").
+  local function big_round_trips(px)
+    local s = ("0123456789abcdef"):rep((3 << 20) // 16)
+    local t = {}
+    for i = 1, 200000 do t[i] = i end
+    for _ = 1, 2 do
+      assert(px:submit(function(v) return v end, s):result(30) == s, "wrong result")
+      local r = px:submit(function(v) return v end, t):result(30)
+      assert(#r == #t and r[#t] == #t, "wrong result")
+    end
+  end
+
+  ops.big_frames = {
+    setup = function()
+      local px = futures.ProcessPoolExecutor(1)
+      px:submit(double, 1):result(30)
+      return px
+    end,
+    run = big_round_trips,
+    teardown = function(px) px:shutdown() end,
+  }
+
+  -- The same with the faults inside the worker process.
+  ops.big_worker = {
+    setup = ops.big_frames.setup,
+    arm = function() end,
+    run = function(px)
+      px:submit(function(k, c, st) require("futures.core")._fault_after(k, c, st) end,
+        n, class, sticky):result(30)
+      big_round_trips(px)
+    end,
+    disarm = function(px)
+      local ok, calls, fired = pcall(function()
+        return px:submit(function(c) return require("futures.core")._fault_after(0, c) end,
+          class):result(30)
+      end)
+      if ok then return calls, fired end
+      return -1, true
+    end,
+    teardown = ops.big_frames.teardown,
+  }
+
   -- Faults inside a worker process: armed there by a task.
   ops.process_worker = {
     setup = function()
@@ -311,6 +353,8 @@ local PLAN = {
   { "sharing", { "alloc", "state" } },
   { "process_worker", { "alloc", "state" } },
   { "pollfd", { "alloc", "thread", "socket" } },
+  { "big_frames", { "alloc", "map" } },
+  { "big_worker", { "alloc", "state", "map" } },
 }
 local STICKY = { alloc = true, state = true }
 
@@ -325,6 +369,8 @@ local CLEAN = {
   socket = { "cannot start a worker process", "BrokenProcessPool", "not enough memory",
     "cannot make the descriptor of futures.pollfd" },
   spawn = { "cannot start a worker process", "BrokenProcessPool" },
+  -- (a side that cannot make or map a memfd sends in the socket instead)
+  map = { "not enough memory", "no memory for its result", "BrokenProcessPool" },
 }
 -- A fault inside a worker process may kill it: its task then fails so.
 local WORKER_CLEAN = { "not enough memory", "BrokenProcessPool" }
@@ -379,7 +425,8 @@ local function finish(run)
   if not out:match("after ok") then return fail("the runtime did not work afterwards\n" .. out .. err) end
   if err:match("PANIC") then return fail("a worker state panicked\n" .. err) end
   if kind == "error" then
-    local clean = run.op == "process_worker" and WORKER_CLEAN or CLEAN[run.class]
+    local clean = (run.op == "process_worker" or run.op == "big_worker") and WORKER_CLEAN
+      or CLEAN[run.class]
     local found = false
     for _, p in ipairs(clean) do if msg:find(p, 1, true) then found = true end end
     if not found then return fail("unclean error: " .. msg) end

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -109,12 +110,21 @@ uint64_t lf_share_new_id(void) {
   }
 }
 
+static void unmap_bytes(lf_buf *b) {
+  munmap(b->mem_ctx, b->cap);
+}
+
+const lf_bufmem lf_bufmem_mapped = { NULL, unmap_bytes };
+
 void lf_buf_free(lf_buf *b) {
   for (size_t i = 0; i < b->nhandles; i++)
     if (b->handles[i].kind != NULL)   /* NULL: weakened */
       b->handles[i].kind->release(b->handles[i].obj);
   free(b->handles);
-  free(b->data);
+  if (b->mem != NULL && b->mem_ctx != NULL) b->mem->free(b);
+  else free(b->data);
+  b->mem = NULL;
+  b->mem_ctx = NULL;
   b->data = NULL;
   b->len = b->cap = 0;
   b->handles = NULL;
@@ -147,7 +157,7 @@ size_t lf_buf_weaken(lf_buf *b, const void *obj) {
 }
 
 void lf_buf_shrink(lf_buf *b) {
-  if (b->cap - b->len <= 64 || b->len == 0) return;
+  if (b->cap - b->len <= 64 || b->len == 0 || b->mem_ctx != NULL) return;
   unsigned char *d = realloc(b->data, b->len);
   if (d != NULL) { b->data = d; b->cap = b->len; }
 }

@@ -83,6 +83,25 @@ const lf_export_kind *lf_export_by_wire(unsigned wire);
 ** thread. */
 uint64_t lf_share_new_id(void);
 
+struct lf_buf;
+
+/* Where a buffer's bytes live when they are not plain malloc'd memory
+** (lf_buf.mem): a buffer whose bytes are a mapping, or come from a pool of
+** mappings (lf_region.h). Any thread. */
+typedef struct lf_bufmem {
+  /* Make room for at least n bytes, keeping the first len (data may
+  ** move). Returns 0, or -1 when out of memory (b unchanged). NULL for
+  ** bytes that never grow. */
+  int (*grow)(struct lf_buf *b, size_t n);
+  /* Give back the bytes that mem_ctx names (b's fields are cleared by
+  ** the caller). */
+  void (*free)(struct lf_buf *b);
+} lf_bufmem;
+
+/* The bytes are a read-only mapping of cap bytes (a sealed memfd that a
+** worker process sent: lf_process_pool.c), unmapped when freed. */
+extern const lf_bufmem lf_bufmem_mapped;
+
 typedef struct lf_buf_handle {
   const lf_handle_kind *kind;
   void *obj;
@@ -93,12 +112,17 @@ typedef struct lf_buf {
   size_t len, cap;
   lf_buf_handle *handles;   /* references owned by this buffer */
   size_t nhandles, hcap;
+  const lf_bufmem *mem;      /* NULL: data is malloc'd, and grows so */
+  void *mem_ctx;            /* mem's record of the bytes; NULL while they
+                               are malloc'd (mem set: it decides when they
+                               move elsewhere) */
 } lf_buf;
 
-#define LF_BUF_INIT { NULL, 0, 0, NULL, 0, 0 }
+#define LF_BUF_INIT { NULL, 0, 0, NULL, 0, 0, NULL, NULL }
 
-/* Free the bytes and release every handle reference; leaves *b empty and
-** reusable. Safe on an empty buffer and safe to call twice. */
+/* Free the bytes (through b->mem when set) and release every handle
+** reference; leaves *b empty, plain and reusable. Safe on an empty buffer
+** and safe to call twice. */
 void lf_buf_free(lf_buf *b);
 
 /* Record one more handle reference in b (the caller has taken it).
@@ -114,7 +138,8 @@ int lf_buf_add_handle(lf_buf *b, const lf_handle_kind *kind, void *obj);
 size_t lf_buf_weaken(lf_buf *b, const void *obj);
 
 /* Give back slack beyond len (a buffer that will wait long in a queue).
-** Keeps the buffer as it is when realloc fails. */
+** Keeps the buffer as it is when realloc fails, or when its bytes are not
+** malloc'd (b->mem_ctx). */
 void lf_buf_shrink(lf_buf *b);
 
 #endif

@@ -47,6 +47,8 @@ typedef struct lf_codec_opts {
                          objects its T_REMOTE ids name (one made in this
                          process, or whose ids the pool checked); NULL: ids
                          name what the host shared with this process */
+  const lf_bufmem *mem;  /* encode: where the output's bytes come from as
+                         it grows (out->mem); NULL: malloc */
 } lf_codec_opts;
 
 /* in_process for a buffer that is decoded only while it exists, in this
@@ -56,7 +58,7 @@ typedef struct lf_codec_opts {
 #define LF_CODEC_DEFAULT_DEPTH 200
 #define LF_CODEC_MAX_DEPTH 1000   /* the most max_depth may ask: C stack */
 #define LF_CODEC_MAX_VALUES 100000  /* values in one buffer, both ways */
-extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1, 0, NULL} */
+extern const lf_codec_opts lf_codec_defaults;  /* {200, 0, 1, 1, 0, NULL, NULL} */
 
 /* Encode the n values at stack indices first .. first+n-1 of L into *out
 ** (which must be empty), with the header. `what` and `base` name the values

@@ -165,6 +165,11 @@ static void enc_grow(enc *e, size_t n) {
   size_t ncap = b->cap ? b->cap : 256;
   while (ncap < need) ncap *= 2;
   if (limit && ncap > limit) ncap = limit;
+  if (b->mem != NULL) {
+    if (b->mem->grow == NULL || b->mem->grow(b, ncap) != 0)
+      luaL_error(e->L, "not enough memory");
+    return;
+  }
   unsigned char *nd = realloc(b->data, ncap);
   if (nd == NULL) luaL_error(e->L, "not enough memory");
   b->data = nd;
@@ -810,6 +815,7 @@ int lf_encode(lua_State *L, int first, int n, const char *what, int base,
     return -1;
   }
   enc e;
+  out->mem = opts->mem;
   e.L = L;
   e.b = out;
   e.o = opts;

@@ -2,7 +2,8 @@
 ** lf_fault.c — fault injection, for `make faults` only: compiled to
 ** nothing unless LF_FAULT_INJECTION is defined. That build links our own
 ** objects with -Wl,--wrap for malloc, calloc, realloc, strdup,
-** pthread_create, socketpair, pipe, pipe2, eventfd and posix_spawn, so that
+** pthread_create, socketpair, pipe, pipe2, eventfd, posix_spawn,
+** memfd_create, mmap and mremap, so that
 ** each call made by lua-futures' C code (never by liblua or libc itself) is
 ** a numbered fault point; the growing calls of worker states' allocator
 ** are fault points too (lf_state.c). A fault
@@ -12,7 +13,8 @@
 ** From Lua (futures.core, in this build only; the interpreter's
 ** luaopen_futures_core is wrapped to add it):
 **   core._fault_after(n, class [, sticky]) -> calls, fired
-**     arms `class` ("alloc", "state", "thread", "socket", "spawn"): its
+**     arms `class` ("alloc", "state", "thread", "socket", "spawn", "map":
+**     memfd_create, mmap, mremap): its
 **     n-th call from now fails (n = 0 disarms); with `sticky`, that call and
 **     every later one fail. Returns what the previous arming saw: how many
 **     calls of the class were made since, and whether the fault fired.
@@ -33,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -40,9 +43,9 @@
 
 #include "lf_fault.h"
 
-enum { F_ALLOC, F_STATE, F_THREAD, F_SOCKET, F_SPAWN, F_NCLASSES };
+enum { F_ALLOC, F_STATE, F_THREAD, F_SOCKET, F_SPAWN, F_MAP, F_NCLASSES };
 static const char *const CLASSES[] = {
-  "alloc", "state", "thread", "socket", "spawn", NULL
+  "alloc", "state", "thread", "socket", "spawn", "map", NULL
 };
 
 typedef struct fclass {
@@ -82,6 +85,10 @@ int __real_posix_spawn(pid_t *pid, const char *path,
                        const posix_spawnattr_t *attr, char *const argv[],
                        char *const envp[]);
 int __real_luaopen_futures_core(lua_State *L);
+int __real_memfd_create(const char *name, unsigned flags);
+void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd,
+                  off_t off);
+void *__real_mremap(void *old, size_t olen, size_t nlen, int flags, ...);
 
 void *__wrap_malloc(size_t size);
 void *__wrap_calloc(size_t n, size_t size);
@@ -98,6 +105,10 @@ int __wrap_posix_spawn(pid_t *pid, const char *path,
                        const posix_spawnattr_t *attr, char *const argv[],
                        char *const envp[]);
 int __wrap_luaopen_futures_core(lua_State *L);
+int __wrap_memfd_create(const char *name, unsigned flags);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd,
+                  off_t off);
+void *__wrap_mremap(void *old, size_t olen, size_t nlen, int flags, ...);
 
 void *__wrap_malloc(size_t size) {
   if (hit(F_ALLOC)) { errno = ENOMEM; return NULL; }
@@ -152,6 +163,23 @@ int __wrap_posix_spawn(pid_t *pid, const char *path,
                        char *const envp[]) {
   if (hit(F_SPAWN)) return EAGAIN;
   return __real_posix_spawn(pid, path, fa, attr, argv, envp);
+}
+
+int __wrap_memfd_create(const char *name, unsigned flags) {
+  if (hit(F_MAP)) { errno = EMFILE; return -1; }
+  return __real_memfd_create(name, flags);
+}
+
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd,
+                  off_t off) {
+  if (hit(F_MAP)) { errno = ENOMEM; return MAP_FAILED; }
+  return __real_mmap(addr, len, prot, flags, fd, off);
+}
+
+/* Our code never passes MREMAP_FIXED: no fifth argument. */
+void *__wrap_mremap(void *old, size_t olen, size_t nlen, int flags, ...) {
+  if (hit(F_MAP)) { errno = ENOMEM; return MAP_FAILED; }
+  return __real_mremap(old, olen, nlen, flags);
 }
 
 /* ---- worker states ---- */

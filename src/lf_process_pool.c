@@ -30,6 +30,14 @@
 ** a queue's mutex, then done_mu (taken under a queue's mutex by a
 ** completion); done_mu is never held while taking another lock.
 **
+** Big payloads (lf_proto.h): the pool's calls are encoded with
+** lf_region_mem, so a big one lives in a memfd region (lf_region.h) whose
+** descriptor goes to the worker; the reader gives cached regions back
+** after REGION_HOLD unused. Descriptors a worker sends come in with its bytes
+** (recv_worker) and wait in the slot (the reader's alone) for the big
+** RESULT that takes them; a sealed memfd that passes the checks becomes
+** the future's result as a read-only mapping (lf_bufmem_mapped).
+**
 ** Wake-ups: a submit that finds an idle worker writes the task to its
 ** socket at once (one sendmsg, no thread hand-off); one that finds every
 ** worker busy and the pool at max_workers only queues, with no system
@@ -56,6 +64,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -69,6 +78,7 @@
 #include "lf_process_pool.h"
 #include "lf_proto.h"
 #include "lf_pshare.h"
+#include "lf_region.h"
 #include "lf_squeue.h"
 #include "lf_state.h"
 
@@ -78,6 +88,8 @@ extern char **environ;
 #define SOCKET_BUFFER (1 << 20)         /* SO_SNDBUF asked for, both ends */
 #define REAP_GRACE 2.0                  /* seconds from EOF to SIGKILL */
 #define STARTUP_TRIES 3                 /* deaths before READY that break */
+#define REGION_HOLD 0.5                 /* seconds a call region is kept for
+                                           the next big call */
 
 enum { W_FREE, W_SPAWNING, W_IDLE, W_BUSY, W_CLOSING };
 enum { R_NONE, R_RUNNING, R_EXITED, R_JOINED };
@@ -96,7 +108,7 @@ typedef struct lf_proc {
   long ntasks;               /* tasks completed */
   lf_outq out;               /* output not written yet; the TASK frame's
                                 segments are tagged */
-  unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR];
+  unsigned char hinit[LF_PROC_HDR], htask[LF_PROC_HDR + LF_MEMFD_DESC];
   lf_holdings held;          /* what the host shared with it */
   lf_buf pins;               /* named by its PINS frame, for the next frame */
   struct park *parked;       /* its queue request waiting, or NULL */
@@ -117,6 +129,8 @@ typedef struct lf_proc {
   lf_frame big_fr;
   lf_buf big;                /* ... into big.data[0..got) */
   size_t got;
+  int rfds[LF_MEMFD_MAXFDS]; /* descriptors it sent, for its big frames */
+  int nrfds;
 } lf_proc;
 
 typedef struct park park;
@@ -294,6 +308,40 @@ static void stop_in_process(void *arg, lf_future *f) {
 
 static const lf_runner process_runner = { stop_in_process };
 
+/* Queue the TASK frame of f for w with its payload in the memfd region
+** that f's call was encoded into (lf_region.h): a duplicate of the
+** region's descriptor goes with the frame's first byte, and not one byte
+** of the call is copied. Returns 0, or -1 when the call is not in a
+** region or no descriptor is left (nothing queued: send the call in the
+** socket). */
+static int queue_big_task_locked(lf_proc *w, lf_future *f) {
+  int rfd = lf_region_fd(&f->call);
+  if (rfd < 0) return -1;
+  int *fds = malloc(sizeof *fds);
+  if (fds == NULL) return -1;
+  fds[0] = fcntl(rfd, F_DUPFD_CLOEXEC, 3);
+  if (fds[0] < 0) { free(fds); return -1; }
+  uint64_t len = f->call.len;
+  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind | LF_FLAG_MEMFD,
+                w->seq + 1, LF_MEMFD_DESC);
+  memcpy(w->htask + LF_PROC_HDR, &len, 8);
+  if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR + LF_MEMFD_DESC, NULL, fds,
+                   1, 1) != 0)
+    return -1;   /* the descriptor is closed */
+  w->seq++;
+  return 0;
+}
+
+/* The cached call regions unused for REGION_HOLD go back to the system;
+** lowers *timeout (ms, -1: none) to when the next one would. */
+static void tend_regions(int *timeout) {
+  double next = lf_region_trim(REGION_HOLD);
+  if (next >= 0) {
+    int ms = (int)(next * 1000) + 1;
+    if (*timeout < 0 || ms < *timeout) *timeout = ms;
+  }
+}
+
 /* Send f (RUNNING) to the idle worker w, after what it must share. The
 ** call's segments point into f->call, which stays there until f completes:
 ** f completes only once the whole frame is written (a result that comes
@@ -307,13 +355,16 @@ static int send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
     fail_unsendable(p, f, why);
     return -1;
   }
-  lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
-                f->call.len);
-  if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR, NULL, NULL, 0, 1) != 0 ||
-      lf_outq_push(&w->out, f->call.data, f->call.len, NULL, NULL, 0, 1) != 0) {
-    fail_unsendable(p, f, "not enough memory");
-    lost_output_locked(p, w);   /* its output lost a frame: it cannot go on */
-    return -1;
+  if (f->call.len <= LF_BIG_FRAME || queue_big_task_locked(w, f) != 0) {
+    lf_frame_pack(w->htask, LF_FRAME_TASK, (unsigned)f->kind, ++w->seq,
+                  f->call.len);
+    if (lf_outq_push(&w->out, w->htask, LF_PROC_HDR, NULL, NULL, 0, 1) != 0 ||
+        lf_outq_push(&w->out, f->call.data, f->call.len, NULL, NULL, 0, 1)
+            != 0) {
+      fail_unsendable(p, f, "not enough memory");
+      lost_output_locked(p, w);   /* its output lost a frame: it cannot go on */
+      return -1;
+    }
   }
   w->task = f;   /* the queue's reference moves here */
   w->state = W_BUSY;
@@ -467,6 +518,7 @@ static void pp_destroy(lf_executor *ex) {
   lf_executor_free_broken(&p->base);
   free(p->pending_break);
   if (p->efd >= 0) close(p->efd);
+  lf_region_trim(0);   /* a pool that goes leaves no cached region behind */
   LF_CHECK(pthread_mutex_destroy(&p->mu));
   LF_CHECK(pthread_mutex_destroy(&p->done_mu));
   LF_CHECK(pthread_cond_destroy(&p->exit_cv));
@@ -983,8 +1035,104 @@ static int out_of_memory(lf_proc *w) {
   return -1;
 }
 
+/* recv() that also takes the descriptors w sends with its big frames,
+** in order, into w->rfds. Returns what recv returns, or -2 when w sent
+** more than may wait for their frames (then it is killed). */
+static ssize_t recv_worker(lf_proc *w, void *dst, size_t room) {
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * LF_MEMFD_MAXFDS)];
+    struct cmsghdr align;
+  } cm;
+  struct iovec iov = { dst, room };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cm.buf;
+  msg.msg_controllen = sizeof cm.buf;
+  ssize_t n = recvmsg(w->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  /* Truncated: the kernel closed the descriptors that did not fit. */
+  int excess = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (w->nrfds < LF_MEMFD_MAXFDS) w->rfds[w->nrfds++] = fd;
+      else { close(fd); excess = 1; }
+    }
+  }
+  if (excess) {
+    kill_worker(w, "it sent more descriptors than its frames take");
+    return -2;
+  }
+  return n;
+}
+
+static void close_rfds(lf_proc *w) {
+  for (int i = 0; i < w->nrfds; i++) close(w->rfds[i]);
+  w->nrfds = 0;
+}
+
+/* The payload of a big RESULT (lf_proto.h, "Big payloads"): the next
+** descriptor w sent, which must be a memfd sealed against every change
+** (LF_MEMFD_SEALS: nobody can write it, shrink it or grow it any more,
+** nor lift those seals) and exactly as long as announced; then, and only
+** then, mapped read-only as *out, which is decoded in place: its bytes
+** cannot change under the decoder, and the mapping cannot lose pages
+** (SIGBUS). The frame's length and flag become those of the payload.
+** Returns 0, or -1 with w killed and the descriptor closed. */
+static int take_memfd(lf_proc *w, lf_frame *fr, const unsigned char *desc,
+                      lf_buf *out) {
+  if (fr->type != LF_FRAME_RESULT || fr->len != LF_MEMFD_DESC) {
+    kill_worker(w, "it sent a malformed big frame");
+    return -1;
+  }
+  if (w->nrfds == 0) {
+    kill_worker(w, "it sent a big frame without its memfd");
+    return -1;
+  }
+  int fd = w->rfds[0];
+  w->nrfds--;
+  memmove(w->rfds, w->rfds + 1, (size_t)w->nrfds * sizeof *w->rfds);
+  uint64_t len;
+  memcpy(&len, desc, 8);
+  const char *why = NULL;
+  struct stat st;
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    why = "it sent a descriptor that is not a memfd for its big frame";
+  } else if ((seals & LF_MEMFD_SEALS) != LF_MEMFD_SEALS) {
+    why = "it sent a memfd that is not sealed for its big frame";
+  } else if (len == 0 || len > LF_PROC_FRAME_MAX || st.st_size < 0 ||
+             (uint64_t)st.st_size != len) {
+    why = "it sent a memfd whose size is not its big frame's";
+  } else {
+    void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+      why = "there was no memory for its result";
+    } else {
+      out->data = m;
+      out->len = out->cap = (size_t)len;
+      out->mem = &lf_bufmem_mapped;
+      out->mem_ctx = m;
+    }
+  }
+  close(fd);
+  if (why != NULL) {
+    kill_worker(w, why);
+    return -1;
+  }
+  fr->len = len;
+  fr->flag &= ~LF_FLAG_MEMFD;
+  return 0;
+}
+
 /* Read what w sent, without blocking; deliver every whole frame. Returns
-** 0, or -1 at end-of-file or on a socket error. */
+** 0, or -1 at end-of-file, on a socket error, or when w was killed. */
 static int read_worker(lf_ppool *p, lf_proc *w) {
   for (;;) {
     unsigned char *dst;
@@ -1005,11 +1153,15 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
       dst = w->stage + w->have;
       room = STAGE_SIZE - w->have;
     }
-    ssize_t n = recv(w->fd, dst, room, MSG_DONTWAIT);
-    if (n == 0) return -1;
+    ssize_t n = recv_worker(w, dst, room);
+    if (n == 0 || n == -2) return -1;
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return -1;
+    }
+    if (w->inbig && w->nrfds > 0) {   /* descriptors come with headers */
+      kill_worker(w, "it sent a descriptor inside a payload");
       return -1;
     }
     if (w->inbig) {
@@ -1031,7 +1183,17 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
           return -1;
         }
         size_t body = w->have - pos - LF_PROC_HDR;
-        if (fr.len <= body) {   /* whole: copy the payload out */
+        if ((fr.flag & LF_FLAG_MEMFD) && fr.len <= body) {
+          lf_buf pl = LF_BUF_INIT;
+          if (take_memfd(w, &fr, w->stage + pos + LF_PROC_HDR, &pl) != 0)
+            return -1;
+          pos += LF_PROC_HDR + LF_MEMFD_DESC;
+          deliver(p, w, &fr, &pl);
+          lf_buf_free(&pl);
+        } else if (fr.flag & LF_FLAG_MEMFD && fr.len > LF_MEMFD_DESC) {
+          kill_worker(w, "it sent a malformed big frame");
+          return -1;
+        } else if (fr.len <= body) {   /* whole: copy the payload out */
           lf_buf pl = LF_BUF_INIT;
           if (fr.len > 0) {
             pl.data = malloc((size_t)fr.len);
@@ -1063,6 +1225,12 @@ static int read_worker(lf_ppool *p, lf_proc *w) {
       }
       memmove(w->stage, w->stage + pos, w->have - pos);
       w->have -= pos;
+      /* Every byte read was a whole frame, yet a descriptor is left: it
+      ** came with the first byte of a frame that does not take one. */
+      if (w->have == 0 && !w->inbig && w->nrfds > 0) {
+        kill_worker(w, "it sent a descriptor with a frame that takes none");
+        return -1;
+      }
     }
     if ((size_t)n < room) return 0;   /* drained: poll says when more come */
   }
@@ -1129,6 +1297,7 @@ static void worker_gone(lf_ppool *p, lf_proc *w, int status, int known) {
   if (w->pidfd >= 0) close(w->pidfd);
   lf_buf_free(&w->big);
   free(w->stage);
+  close_rfds(w);
   memset(w, 0, sizeof *w);
   w->state = W_FREE;
   w->fd = w->pidfd = -1;
@@ -1257,6 +1426,7 @@ static void *reader_main(void *arg) {
       }
     }
     tend_stops_locked(p, &timeout);
+    tend_regions(&timeout);
     if (next_deadline >= 0) {   /* a parked queue request's timeout */
       double ms = ceil((next_deadline - lf_now()) * 1e3);
       int t = ms < 0 ? 0 : ms > 1e6 ? 1000000 : (int)ms;
@@ -1383,6 +1553,7 @@ lf_executor *lf_process_pool_new(const lf_pool_config *cfg) {
   }
   for (int i = 0; i < max_workers; i++) p->procs[i].fd = p->procs[i].pidfd = -1;
   lf_executor_init(&p->base, &pp_ops, cfg);
+  p->base.opts.mem = &lf_region_mem;   /* big calls go to workers in memfds */
   p->grace = cfg->grace > 0 ? cfg->grace : LF_DEFAULT_GRACE;
   LF_CHECK(pthread_mutex_init(&p->mu, NULL));
   LF_CHECK(pthread_mutex_init(&p->done_mu, NULL));

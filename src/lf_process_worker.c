@@ -27,14 +27,22 @@
 ** IDLE_SWEEP seconds without a task, a worker that holds shared objects
 ** collects its garbage and tells the host what nothing uses (UNUSED).
 **
+** Big payloads (lf_proto.h): the main thread maps the host's task region
+** read-only (kept while the same file comes, for warm pages), and sends a
+** big outcome in a sealed memfd of its own, made ahead between tasks (the
+** spare). Both go after LF_STATE_HOLD idle.
+**
 ** Ownership: the read buffer, the state and each task's encoded outcome
 ** belong to the main thread; the outcome is freed once it is written.
+** A received region descriptor is closed as soon as it is mapped; a
+** result's memfd once sent (the host has its own descriptor then).
 ** Received descriptors belong to the FIFO until a SHARE entry takes one
 ** (lf_sarray_import closes it); imported arrays and queue proxies belong
 ** to their tables (lf_sarray.c, lf_squeue.c) until the host's FORGET.
 */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -43,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -306,6 +315,19 @@ static int read_frame(rbuf *rb, lf_frame *fr, unsigned char **payload) {
   return 1;
 }
 
+/* Write all of p. A host that went away ends the worker. */
+static void send_raw(const void *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = send(LF_PROC_FD, p, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      _exit(0);
+    }
+    p = (const char *)p + n;
+    len -= (size_t)n;
+  }
+}
+
 /* Write a whole frame whose payload is a then b. A host that went away
 ** ends the worker. */
 static void send_frame2(unsigned type, unsigned flag, uint32_t id,
@@ -341,6 +363,154 @@ static void send_frame2(unsigned type, unsigned flag, uint32_t id,
 static void send_frame(unsigned type, unsigned flag, uint32_t id,
                        const void *data, size_t len) {
   send_frame2(type, flag, id, data, len, NULL, 0);
+}
+
+/* ---- big payloads (lf_proto.h, "Big payloads") ---- */
+
+/* The host's task region, mapped read-only and kept from task to task
+** while the same file comes, large enough: its pages stay mapped here, so
+** a big task costs no page fault per 4 KiB. Unmapped after a while idle,
+** or when another file comes. */
+static struct {
+  unsigned char *p;
+  size_t len;
+  dev_t dev;
+  ino_t ino;
+} region;
+
+static void region_unmap(void) {
+  if (region.p != NULL) munmap(region.p, region.len);
+  region.p = NULL;
+  region.len = 0;
+}
+
+/* The payload of a big TASK frame whose own payload is desc: the next
+** descriptor received, mapped (the host is trusted: the task decodes in
+** place). NULL when it cannot be mapped (no memory); a frame without its
+** descriptor, or one shorter than announced, breaks the protocol. */
+static const unsigned char *take_region(const unsigned char *desc,
+                                        size_t desc_len, size_t *len) {
+  uint64_t n;
+  int fd = fdq_pop();
+  struct stat st;
+  if (desc_len != LF_MEMFD_DESC || fd < 0) _exit(EXIT_PROTOCOL);
+  memcpy(&n, desc, 8);
+  if (fstat(fd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size < n ||
+      n > SIZE_MAX)
+    _exit(EXIT_PROTOCOL);
+  if (region.p == NULL || region.dev != st.st_dev ||
+      region.ino != st.st_ino || region.len < n) {
+    region_unmap();
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) { close(fd); return NULL; }
+    region.p = m;
+    region.len = (size_t)st.st_size;
+    region.dev = st.st_dev;
+    region.ino = st.st_ino;
+  }
+  close(fd);   /* the mapping is all we keep of the host's */
+  *len = (size_t)n;
+  return region.p;
+}
+
+/* A sealed memfd can never be written again, so each big result needs a
+** new one, whose fresh pages cost a page fault each when first written
+** (on a virtual machine, about as much as copying them several times).
+** After a big result the worker prepares the next one while it waits for
+** its next task, with every page allocated and mapped: the spare, as big
+** as the last result, given back after a while idle like the blocks its
+** state keeps (lf_state_keep_blocks). */
+static struct {
+  int fd;                    /* -1: none */
+  unsigned char *p;          /* mapped read-write */
+  size_t cap;
+} spare = { -1, NULL, 0 };
+
+static void spare_drop(void) {
+  if (spare.p != NULL) munmap(spare.p, spare.cap);
+  if (spare.fd >= 0) close(spare.fd);
+  spare.fd = -1;
+  spare.p = NULL;
+  spare.cap = 0;
+}
+
+/* A new memfd of cap bytes, mapped read-write with its pages in place.
+** Returns 0, or -1 with nothing made. */
+static int memfd_make(size_t cap, int *fd, unsigned char **p) {
+  *fd = memfd_create("lf-result", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (*fd < 0) return -1;
+  void *m = MAP_FAILED;
+  if (ftruncate(*fd, (off_t)cap) == 0)
+    m = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+             *fd, 0);
+  if (m == MAP_FAILED) { close(*fd); *fd = -1; return -1; }
+  *p = m;
+  return 0;
+}
+
+/* Between tasks, after a big result of len bytes. */
+static void spare_prepare(size_t len) {
+  if (spare.fd >= 0 && spare.cap >= len) return;
+  spare_drop();
+  if (memfd_make(len, &spare.fd, &spare.p) == 0) spare.cap = len;
+}
+
+/* Send a RESULT whose payload is out's in a memfd of its own (the spare,
+** or a new one), written and unmapped, then cut to its length and sealed
+** against any change: the host decodes it in place, and must not trust us
+** not to change it meanwhile. Returns 0, or -1 when no memfd could be
+** made: then the payload goes in the socket. */
+static int send_big_result(unsigned flag, uint32_t id, const lf_buf *out) {
+  int fd;
+  unsigned char *m;
+  size_t cap;
+  if (spare.fd >= 0 && spare.cap >= out->len) {
+    fd = spare.fd;
+    m = spare.p;
+    cap = spare.cap;
+    spare.fd = -1;
+    spare.p = NULL;
+    spare.cap = 0;
+  } else {
+    if (memfd_make(out->len, &fd, &m) != 0) return -1;
+    cap = out->len;
+  }
+  memcpy(m, out->data, out->len);
+  munmap(m, cap);
+  if ((cap > out->len && ftruncate(fd, (off_t)out->len) != 0) ||
+      fcntl(fd, F_ADD_SEALS, LF_MEMFD_SEALS) != 0) {
+    close(fd);
+    return -1;
+  }
+  unsigned char h[LF_PROC_HDR + LF_MEMFD_DESC];
+  uint64_t len = out->len;
+  lf_frame_pack(h, LF_FRAME_RESULT, flag | LF_FLAG_MEMFD, id, LF_MEMFD_DESC);
+  memcpy(h + LF_PROC_HDR, &len, 8);
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } cm;
+  memset(&cm, 0, sizeof cm);
+  struct iovec iov = { h, sizeof h };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cm.buf;
+  msg.msg_controllen = sizeof cm.buf;
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t n;
+  do n = sendmsg(LF_PROC_FD, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  close(fd);   /* the host has its own now */
+  if (n < 0) _exit(0);   /* nobody is listening any more */
+  if ((size_t)n < sizeof h)   /* the descriptor went with the first byte */
+    send_raw(h + n, sizeof h - (size_t)n);
+  return 0;
 }
 
 static void init_failed(const char *msg) {
@@ -533,7 +703,7 @@ static int quiet_for(double seconds) {
 static void idle_wait(lua_State *L, rbuf *rb, int *swept) {
   if (rb->end - rb->start > rb->consumed) return;   /* a frame is here */
   int sweep = !*swept && lf_sarray_nimports() + lf_squeue_nimports() > 0;
-  int drop = lf_state_kept(L) > 0;
+  int drop = lf_state_kept(L) > 0 || region.p != NULL || spare.fd >= 0;
   double waited = 0;
   if (sweep) {
     if (!quiet_for(IDLE_SWEEP)) return;
@@ -543,7 +713,12 @@ static void idle_wait(lua_State *L, rbuf *rb, int *swept) {
   }
   /* The big blocks kept warm for the next task go back once the worker
   ** has been idle a while (lf_state_keep_blocks). */
-  if (drop && quiet_for(LF_STATE_HOLD - waited)) lf_state_drop_blocks(L);
+  if (drop && quiet_for(LF_STATE_HOLD - waited)) {
+    lf_state_drop_blocks(L);
+    region_unmap();
+    spare_drop();
+    malloc_trim(0);
+  }
 }
 
 /* Take one u32-prefixed string of INIT; *s is NULL for an absent one. The
@@ -671,6 +846,12 @@ int lf_process_worker_main(int argc, char **argv) {
   catch_stop_signal();
 
   lf_spin_site_init(&input_spin, LF_SPIN_WORKER_NS);
+  /* Big buffers (an encoded outcome) stay in the heap once freed, warm
+  ** for the next big task, instead of going back to the system at once
+  ** and coming back as fresh pages: this process is ours. An idle worker
+  ** trims them (idle_wait). */
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   lf_codec_opts opts = lf_codec_defaults;
   opts.in_process = 0;   /* shared handles cannot leave this process ... */
   opts.share = LF_SHARE_UP;   /* ... but what the host shared goes back */
@@ -690,11 +871,16 @@ int lf_process_worker_main(int argc, char **argv) {
     int rc = read_frame(&rb, &fr, &payload);
     if (rc == 0) break;   /* the host asks us to exit */
     if (rc > 0 && control_frame(&fr, payload)) continue;
+    unsigned kind = fr.flag & ~LF_FLAG_MEMFD;
     if (rc < 0 || fr.type != LF_FRAME_TASK ||
-        (fr.flag != LF_TASK_CALL && fr.flag != LF_TASK_CHUNK)) {
+        (kind != LF_TASK_CALL && kind != LF_TASK_CHUNK)) {
       status = EXIT_PROTOCOL;
       break;
     }
+    const unsigned char *call = payload;
+    size_t call_len = (size_t)fr.len;
+    if (fr.flag & LF_FLAG_MEMFD)
+      call = take_region(payload, (size_t)fr.len, &call_len);
     begin_busy();
     lf_buf out = LF_BUF_INIT;
     lf_task_begin(L, &heap);
@@ -702,8 +888,16 @@ int lf_process_worker_main(int argc, char **argv) {
     lf_stop_enter(L, &task_stop, 0);   /* the host keeps the run limit */
     atomic_store(&running_id, fr.id);
     stop_if_running(atomic_load(&asked_id));
-    int failed = lf_task_run(L, (lf_taskkind)fr.flag, payload,
-                               (size_t)fr.len, &out, &opts);
+    int failed;
+    if (call != NULL) {
+      failed = lf_task_run(L, (lf_taskkind)kind, call, call_len, &out, &opts);
+    } else {
+      lua_pushliteral(L, "not enough memory to map the task's payload");
+      lua_pushliteral(L, "");
+      lf_encode(L, -2, 2, "error", 1, &out, &opts);
+      lua_pop(L, 2);
+      failed = 1;
+    }
     atomic_store(&running_id, 0);
     lf_stop_leave(L);
     /* A run limit is the host's to enforce; the heap limit is ours. */
@@ -711,14 +905,19 @@ int lf_process_worker_main(int argc, char **argv) {
     if (check_size(L, &out, &opts) > 0) failed = 1;
     fflush(stdout);   /* what the task printed comes before its result */
     send_pins(&out);
-    send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);
+    size_t big = out.len > LF_BIG_FRAME ? out.len : 0;
+    if (!big || send_big_result((unsigned)failed, fr.id, &out) != 0)
+      send_frame(LF_FRAME_RESULT, (unsigned)failed, fr.id, out.data, out.len);
     spun_before = 1;
     swept = 0;
     lf_buf_free(&out);
     atomic_store(&busy, 0);
     lf_task_end(L, &heap, failed);
     lf_task_idle(&heap);
+    if (big) spare_prepare(big);
   }
+  spare_drop();
+  region_unmap();
   lf_close_state(L);
   input = NULL;
   free(rb.data);

@@ -10,7 +10,8 @@
 **
 **   offset 0  'L' 'F'     magic
 **          2  type        LF_FRAME_*
-**          3  flag        TASK: the lf_taskkind; RESULT: 1 if the task failed
+**          3  flag        TASK: the lf_taskkind; RESULT: 1 if the task failed;
+**                         either | LF_FLAG_MEMFD: the payload is in a memfd
 **          4  id          u32, native order: the task's number on this worker
 **          8  len         u64, native order: payload bytes that follow
 **
@@ -69,6 +70,24 @@
 ** both the idle loop and the reply wait call; a new frame of that kind
 ** (a task interruption, say) is added there, not only to the idle loop.
 **
+** Big payloads. A TASK or RESULT payload of more than LF_BIG_FRAME bytes
+** travels in a memfd instead of the socket: the frame has LF_FLAG_MEMFD in
+** its flag (beside the usual bits), its own payload is LF_MEMFD_DESC bytes
+** (u64: the length of the encoded payload, which starts at offset 0 of the
+** file), and the memfd goes in the SCM_RIGHTS data of the sendmsg that
+** starts with the frame's header (one descriptor, nothing else). A TASK's
+** memfd is the region the host encoded the call into (lf_region.h), which
+** it reuses for another call only once this task is over (its RESULT
+** came, or its worker died); the worker maps it read-only and decodes in
+** place, and may keep the mapping for the next big task. A RESULT's memfd is
+** the worker's, new for each result and sealed (LF_MEMFD_SEALS) before it
+** is sent: the host maps it read-only only once it has checked the seals
+** and that the file's size is exactly the length announced, so that what
+** it decodes cannot change under it; anything else kills the worker. The
+** encoded payload keeps its own header and checksum either way. A side
+** that cannot make or map a memfd sends the payload in the socket as
+** before: the receiver accepts both.
+**
 ** Both sides run on one machine and binary, so numbers are in native byte
 ** order. The host treats everything a worker sends as untrusted: headers are
 ** checked, a payload's memory is allocated as its bytes arrive (at most
@@ -83,17 +102,27 @@
 #ifndef LF_PROTO_H
 #define LF_PROTO_H
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 
 #define LF_PROC_FD 3                 /* the worker's end of the socketpair */
 #define LF_WORKER_FLAG "--lf-worker" /* argv[1] of a worker process */
-#define LF_PROC_PROTO 3u             /* bumped when the frames change */
+#define LF_PROC_PROTO 4u             /* bumped when the frames change */
 #define LF_PROC_NOSTR 0xFFFFFFFFu    /* an absent string in INIT */
 #define LF_PROC_HDR 16
 #define LF_PROC_FRAME_MAX ((uint64_t)1 << 36)   /* 64 GiB */
 #define LF_PROC_BIGCHUNK ((size_t)64 << 20)     /* allocate ahead at most */
+
+/* Big payloads (see above). */
+#define LF_BIG_FRAME ((size_t)1 << 20)   /* more than this: in a memfd */
+#define LF_FLAG_MEMFD 0x80u              /* TASK, RESULT: payload in a memfd */
+#define LF_MEMFD_DESC 8                  /* the frame's payload then: u64 */
+#define LF_MEMFD_SEALS (F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+/* Descriptors the host takes from one worker read, and keeps waiting for
+** their frames, at most: a worker sends one with each big frame. */
+#define LF_MEMFD_MAXFDS 4
 
 /* A running task is stopped (f:interrupt(), its run limit) with this
 ** signal, sent with sigqueue: its value is the task's id, and a worker that

@@ -15,6 +15,15 @@
 **   codec_time(rounds, reps, ...)  median encode and decode ns
 **   write_fd(fd, bytes)      write raw bytes to a descriptor (a worker's
 **                            socket: what a buggy C module could do)
+**   send_fd(fd, bytes, fd...)  write bytes to a socket with descriptors
+**                            (SCM_RIGHTS): what a hostile worker could send
+**   memfd(bytes [, sealed])  a memfd holding bytes, sealed against every
+**                            change when `sealed`; its descriptor
+**   pipe()                   a pipe's two descriptors
+**   close_fd(fd)             close a descriptor
+**   fd_count()               descriptors this process has open
+**   big_frame                a process pool's payloads of more than this
+**                            many bytes travel in a memfd (LF_BIG_FRAME)
 **   malloc_trim()            give free memory back to the system, so that
 **                            the resident size measures what is in use
 **   readable(fd [, seconds])  whether fd is readable, waiting at most that
@@ -33,19 +42,24 @@
 ** state is owned by a userdata in the calling state's registry; its __gc
 ** closes it.
 */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lauxlib.h"
 
 #include "lf_api.h"
+#include "lf_proto.h"
 
 static const lf_api *api;
 
@@ -297,6 +311,89 @@ static int write_fd(lua_State *L) {
   return 1;
 }
 
+/* send_fd(fd, s, d1, d2, ...) -> bytes written; the descriptors go with
+** the first byte. */
+static int send_fd(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  int n = lua_gettop(L) - 2;
+  luaL_argcheck(L, n >= 1 && n <= 16, 3, "1 to 16 descriptors");
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * 16)];
+    struct cmsghdr align;
+  } cm;
+  memset(&cm, 0, sizeof cm);
+  struct iovec iov = { (void *)s, len };
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cm.buf;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+  for (int i = 0; i < n; i++) {
+    int d = (int)luaL_checkinteger(L, 3 + i);
+    memcpy(CMSG_DATA(c) + (size_t)i * sizeof(int), &d, sizeof d);
+  }
+  ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  if (w < 0) return luaL_error(L, "sendmsg: %s", strerror(errno));
+  lua_pushinteger(L, (lua_Integer)w);
+  return 1;
+}
+
+/* memfd(s [, sealed]) -> descriptor */
+static int memfd(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int sealed = lua_toboolean(L, 2);
+  int fd = memfd_create("lf-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return luaL_error(L, "memfd_create: %s", strerror(errno));
+  size_t off = 0;
+  while (off < len) {
+    ssize_t w = write(fd, s + off, len - off);
+    if (w < 0) {
+      close(fd);
+      return luaL_error(L, "write: %s", strerror(errno));
+    }
+    off += (size_t)w;
+  }
+  if (sealed && fcntl(fd, F_ADD_SEALS, LF_MEMFD_SEALS) != 0) {
+    close(fd);
+    return luaL_error(L, "F_ADD_SEALS: %s", strerror(errno));
+  }
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int test_pipe(lua_State *L) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return luaL_error(L, "pipe: %s", strerror(errno));
+  lua_pushinteger(L, p[0]);
+  lua_pushinteger(L, p[1]);
+  return 2;
+}
+
+static int close_fd(lua_State *L) {
+  close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
+static int fd_count(lua_State *L) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) return luaL_error(L, "/proc/self/fd: %s", strerror(errno));
+  lua_Integer n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  lua_pushinteger(L, n - 1);   /* the directory's own descriptor */
+  return 1;
+}
+
 static int trim(lua_State *L) {
   (void)L;
   malloc_trim(0);
@@ -318,6 +415,11 @@ static int readable(lua_State *L) {
 static const luaL_Reg test_funcs[] = {
   {"malloc_trim", trim},
   {"write_fd", write_fd},
+  {"send_fd", send_fd},
+  {"memfd", memfd},
+  {"pipe", test_pipe},
+  {"close_fd", close_fd},
+  {"fd_count", fd_count},
   {"readable", readable},
   {"codec_handle", codec_handle},
   {"codec_local", codec_local},
@@ -358,5 +460,7 @@ int luaopen_futures__test(lua_State *L) {
   lua_pop(L, 1);
   api->kind_register(&testhandle_kind);
   luaL_newlib(L, test_funcs);
+  lua_pushinteger(L, (lua_Integer)LF_BIG_FRAME);
+  lua_setfield(L, -2, "big_frame");
   return 1;
 }

@@ -12,7 +12,7 @@
 #include "lf_wire.h"
 
 const lf_codec_opts lf_codec_defaults = { LF_CODEC_DEFAULT_DEPTH, 0, 1, 1,
-                                          LF_SHARE_NONE, NULL };
+                                          LF_SHARE_NONE, NULL, NULL };
 
 /* Four independent lanes over 32-byte blocks (so the multiplies pipeline),
 ** then the tail and a final mix. */

@@ -24,9 +24,10 @@
 #include "lf_future.h"
 
 #define LF_API_KEY "futures.core.api"
-#define LF_API_VERSION 3   /* 2: lf_codec_opts has share and pins; 3: the
+#define LF_API_VERSION 4   /* 2: lf_codec_opts has share and pins; 3: the
                               runner, call, cancel and interrupt of a future,
-                              inboxes, finding the worker interpreter */
+                              inboxes, finding the worker interpreter; 4:
+                              lf_buf's bytes may be a mapping (mem) */
 
 typedef struct lf_api {
   int version;                /* LF_API_VERSION */

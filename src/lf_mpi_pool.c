@@ -52,7 +52,7 @@
 
 #define BROKEN_TYPE "BrokenMPIPool"
 #define LF_MPI_DEPTH 2     /* tasks that may wait on a rank */
-#define DYING_GRACE 0.5    /* seconds between SIGTERM and the end */
+#define DYING_GRACE 0.8    /* seconds between SIGTERM and the end */
 #define LIVENESS 1.0       /* seconds between looks at spawned ranks */
 
 typedef struct mpool mpool;
@@ -545,7 +545,9 @@ static int send_task_locked(mpool *p, int r, int wait) {
     lf_mpi_head h = head(LF_MPI_TASK, (unsigned)f->kind |
                          (wait ? LF_MPI_WAIT : 0), p->id, t->id, limit);
     rc = lf_mpi_link_send(&eng.host->link, r, &h, call.data, call.len);
-    call.data = NULL;   /* the link has it, in every case */
+    /* The link has the bytes, in every case, and frees them: they are
+    ** malloc'd, since this pool encodes with opts.mem unset (no region). */
+    call.data = NULL;
     if (rc != 0)
       snprintf(why, sizeof why, "cannot send the task to MPI rank %d: %s", r,
                eng.host->link.error[0] ? eng.host->link.error
@@ -795,7 +797,7 @@ static void waiting_started_locked(int rank, uint64_t id) {
 static void unstarted_locked(mtask *t, lf_mpi_msg *m) {
   mpool *p = t->p;
   p->waiting--;
-  lf_buf call = { m->data, m->len, m->len, NULL, 0, 0 };
+  lf_buf call = { .data = m->data, .len = m->len, .cap = m->len };
   m->data = NULL;
   if (m->len > 0 && p->base.broken == NULL &&
       api->future_swap_call(t->f, &call)) {
@@ -844,7 +846,7 @@ static void on_result(lf_mpi_msg *m) {
   switch (m->h.flag) {
     case LF_MPI_R_OK:
     case LF_MPI_R_FAILED: {
-      lf_buf b = { m->data, m->len, m->len, NULL, 0, 0 };
+      lf_buf b = { .data = m->data, .len = m->len, .cap = m->len };
       m->data = NULL;
       if (api->future_finish(f, &b, m->h.flag == LF_MPI_R_FAILED) != 0)
         api->buf_free(&b);

@@ -426,6 +426,21 @@ static const char *pool_failure(lf_future *f) {
   return msg;
 }
 
+/* An encoded error of type `type` (lf_error_types) for a RESULT:
+** *body is NULL when even that cannot be made, which rank 0 reads as a
+** failure it cannot decode. */
+static void failure(const char *type, const char *why, unsigned char **body,
+                    size_t *len) {
+  lf_future *e = api->future_new();
+  if (e == NULL) return;
+  api->future_fail(e, type, why, api->codec_defaults, &srv.S);
+  *body = e->result.data;
+  *len = e->result.len;
+  e->result.data = NULL;
+  api->buf_free(&e->result);
+  api->future_release(e);
+}
+
 /* The outcome of t's completed future, as a RESULT naming the task that
 ** started next (0: none). */
 static void answer(ltask *t, uint64_t next) {
@@ -457,20 +472,24 @@ static void answer(ltask *t, uint64_t next) {
       /* Its worker died: this task alone fails, naming where. */
       snprintf(why, sizeof why, "%s, on MPI rank %d (host %s)", msg,
                srv.rank, srv.host);
-      lf_future *e = api->future_new();
-      if (e != NULL) {
-        api->future_fail(e, "BrokenMPIPool", why, api->codec_defaults,
-                         &srv.S);
-        body = e->result.data;
-        len = e->result.len;
-        e->result.data = NULL;
-        api->buf_free(&e->result);
-        api->future_release(e);
-      }
-    } else {
+      failure("BrokenMPIPool", why, &body, &len);
+    } else if (f->result.mem == NULL) {
       body = f->result.data;   /* the outcome as the worker encoded it */
       len = f->result.len;
       f->result.data = NULL;
+    } else {
+      /* A big outcome is a mapping of the worker's sealed memfd, which
+      ** buf_free unmaps: the link needs bytes of its own to send and free. */
+      body = malloc(f->result.len > 0 ? f->result.len : 1);
+      if (body != NULL) {
+        memcpy(body, f->result.data, f->result.len);
+        len = f->result.len;
+      } else {
+        snprintf(why, sizeof why, "not enough memory on MPI rank %d (host "
+                 "%s) to send the task's result", srv.rank, srv.host);
+        flag = LF_MPI_R_FAILED;
+        failure("RuntimeError", why, &body, &len);
+      }
     }
     if (msg != NULL) lua_pop(srv.S, 1);
     api->buf_free(&f->result);

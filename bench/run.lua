@@ -263,8 +263,10 @@ metric("loop.await_ratio", "luv loop: await / blocking round trip", "x", "lower"
 metric("loop.cb_us", "luv loop: 10 000 callbacks, per future", "us", "lower")
 metric("loop.asc_us", "luv loop: the same, as_completed, per future", "us", "lower")
 metric("loop.cb_ratio", "luv loop: callbacks / as_completed", "x", "lower", { "<=", 2 })
-metric("thread.queue_us", "queue: host to a thread task, per item streamed", "us", "lower", { "<=", 2 })
-metric("process.queue_us", "queue: host to a process task, per item streamed", "us", "lower")
+metric("thread.queue_us", "queue: host to a thread task, per item streamed", "us", "lower", { "<=", 2 },
+  { ">=", 10, ratio = true })
+metric("process.queue_us", "queue: host to a process task, per item streamed", "us", "lower",
+  { ">=", 5, ratio = true })
 metric("thread.array64_ms", "64 MB SharedArray to a thread task and back", "ms", "lower", { "<=", 0.1 })
 metric("process.array64_ms", "64 MB SharedArray to a process task and back", "ms", "lower", { "<=", 1 })
 metric("array.read_ns", "SharedArray a[i] read, per element", "ns", "lower")

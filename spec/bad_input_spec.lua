@@ -127,7 +127,7 @@ describe("bad input", function()
       { "refuses a table that cannot be called", function() return pool():submit({}) end,
         { "bad argument #1 to 'submit'", "function expected, got table" } },
       { "refuses to be called with '.' instead of ':'", function() return pool().submit(identity) end,
-        { "'submit'", "futures.Executor expected" } },
+        { "'submit'", "futures.Executor expected", "call it with ':'" } },
       { "refuses to be called on a future", function()
           return pool().submit(futures.Future(), identity) end,
         { "'submit'", "futures.Executor expected, got futures.Future" } },
@@ -135,6 +135,14 @@ describe("bad input", function()
           return pool():submit(identity, 1, { conn = io.stdout }) end,
         { "cannot transfer argument #3", "conn" } },
     }
+
+    it("reports an argument that cannot travel at the caller's line", function()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local ok, err = pcall(function() return pool():submit(identity, io.stdout) end)
+      assert.is_false(ok)
+      assert.matches("bad_input_spec.lua:" .. line .. ": cannot transfer argument #2: userdata (FILE*)",
+        err, 1, true)
+    end)
 
     it("accepts a table with a __call metamethod as the task", function()
       local task = setmetatable({}, { __call = function(_, x) return x + 1 end })

@@ -389,6 +389,56 @@ describe("futures.luv", function()
     assert.is_false(uv.loop_alive())
   end)
 
+  it("takes from await_get the item a thread task puts on a queue, the loop running", function()
+    local q = futures.Queue()
+    local got, ticks = {}, 0
+    local timer = uv.new_timer()
+    timer:start(1, 1, function() ticks = ticks + 1 end)
+    coroutine.wrap(function()
+      for _ = 1, 3 do got[#got + 1] = fl.await_get(q) end
+      timer:stop(); timer:close()
+    end)()
+    local f = ex:submit(function(queue)
+      for i = 1, 3 do require("futures").sleep(0.01); queue:put({ i = i }) end
+    end, q)
+    run_loop(20)
+    assert.is_true(f:done())
+    assert.same({ { i = 1 }, { i = 2 }, { i = 3 } }, got)
+    assert.is_true(ticks > 0)   -- the loop ran while the coroutine waited
+  end)
+
+  it("raises Empty from await_get(q, timeout) and Closed from a closed empty queue", function()
+    local q = futures.Queue()
+    local errs = {}
+    coroutine.wrap(function()
+      errs[1] = select(2, pcall(fl.await_get, q, 0.02))
+      q:close()
+      errs[2] = select(2, pcall(fl.await_get, q))
+    end)()
+    run_loop(20)
+    assert.is_true(futures.iserror(errs[1], futures.Empty))
+    assert.matches("await_get: no item after 0.02 seconds", errs[1].message, 1, true)
+    assert.is_true(futures.iserror(errs[2], futures.Closed))
+    assert.equals(0, q:qsize())
+  end)
+
+  it("gives up the place of a coroutine closed in await_get: the next item stays queued", function()
+    local q = futures.Queue()
+    local co = coroutine.create(function() return fl.await_get(q) end)
+    assert.is_true(coroutine.resume(co))
+    assert.is_true(coroutine.close(co))
+    q:put("kept")
+    assert.equals(1, q:qsize())
+    assert.equals("kept", q:get_nowait())
+    assert.is_false(uv.loop_alive())
+  end)
+
+  it("checks the arguments of await_get", function()
+    local ok, err = pcall(fl.await_get, {})
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'await_get' (futures.Queue expected, got table)", err, 1, true)
+  end)
+
   it("returns done, not_done from await_all once every future is done", function()
     local gates, fs = {}, {}
     for i = 1, 3 do
@@ -612,6 +662,22 @@ describe("futures.cqueues", function()
     assert.same({ fs[1], fs[3] }, any_not)
     assert.same(fs, all_done)
     assert.same({}, all_not)
+  end)
+
+  it("takes from await_get the items a thread task puts on a queue, in a cqueues coroutine", function()
+    local cq = cqueues.new()
+    local q = futures.Queue()
+    local got = {}
+    cq:wrap(function()
+      for _ = 1, 3 do got[#got + 1] = fc.await_get(q) end
+      local ok, err = pcall(fc.await_get, q, 0.02)
+      got.empty = not ok and futures.iserror(err, futures.Empty)
+    end)
+    ex:submit(function(queue)
+      for i = 1, 3 do require("futures").sleep(0.01); queue:put(i * 10) end
+    end, q)
+    cq_loop(cq, 20)
+    assert.same({ 10, 20, 30, empty = true }, got)
   end)
 
   it("raises a TimeoutError from await(f, timeout), and the loop ends", function()

@@ -51,6 +51,28 @@ local function contract(name, make)
       assert.is_true(took < 2, ("took %.2f s"):format(took))
     end)
 
+    it("interrupts a task blocked in result, wait, as_completed or q:get at once", function()
+      local ex <close> = make(1)
+      if not ex then return end
+      local blockers = {
+        result = function(fs) fs.Future():result() end,
+        wait = function(fs) fs.wait({ fs.Future() }) end,
+        as_completed = function(fs) for _ in fs.as_completed({ fs.Future() }) do end end,
+        get = function(fs) fs.Queue():get() end,
+      }
+      for name, block in pairs(blockers) do
+        local f = ex:submit(function(b) b(require("futures")) return "returned" end, block)
+        assert.is_true(helpers.eventually(function() return f:running() end, 10), name)
+        futures.sleep(0.05)
+        local took = elapsed(function()
+          f:interrupt()
+          helpers.error_of(f.result, f, 10)
+        end)
+        assert.is_true(f:cancelled(), name)
+        assert.is_true(took < 2, ("%s: took %.2f s"):format(name, took))
+      end
+    end)
+
     it("stops again a task that swallows the stop with pcall, until it ends", function()
       local ex <close> = make(1)
       if not ex then return end

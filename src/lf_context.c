@@ -98,6 +98,8 @@ static int run_for(lua_State *L, lf_ctx *ctx, lf_future *f) {
     lf_future **fresh = NULL;
     if (ud == NULL || *ud == NULL) {
       lua_pop(L, 1);
+      /* lf_push_future is a Lua face, a layer above this one; the
+      ** metatable exists, since a future userdata added the callback. */
       fresh = lua_newuserdatauv(L, sizeof *fresh, 1);
       *fresh = NULL;
       luaL_setmetatable(L, LF_FUTURE_MT);

@@ -159,11 +159,12 @@ void lf_future_fail(lf_future *f, const char *type, const char *msg,
 }
 
 void lf_fail_queue(lf_future *q, const char *type, const char *msg,
-                   const lf_codec_opts *opts) {
+                   const lf_codec_opts *opts, lua_State **scratch) {
   lua_State *S = NULL;
+  lua_State **use = scratch != NULL ? scratch : &S;
   while (q != NULL) {
     lf_future *next = q->next_queued;
-    lf_future_fail(q, type, msg, opts, &S);
+    lf_future_fail(q, type, msg, opts, use);
     lf_future_release(q);
     q = next;
   }

@@ -156,8 +156,9 @@ static inline size_t lf_queue_count(lf_queue *q) {
 void lf_future_fail(lf_future *f, const char *type, const char *msg,
                     const lf_codec_opts *opts, lua_State **S);
 /* Fail every future of a list taken from a queue and drop the queue's
-** reference to each. */
+** reference to each. The errors are built in *scratch (as lf_future_fail),
+** or, when scratch is NULL, in a state made and closed here. */
 void lf_fail_queue(lf_future *q, const char *type, const char *msg,
-                   const lf_codec_opts *opts);
+                   const lf_codec_opts *opts, lua_State **scratch);
 
 #endif

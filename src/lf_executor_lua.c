@@ -109,9 +109,8 @@ static int submit_refused(lua_State *L, lf_executor *ex, int rc) {
 ** the call came from). [-0,+(1|2),e] */
 static int submit_encoded(lua_State *L, lf_executor *ex, lf_taskkind kind,
                           double limit, int first, int n) {
-  lf_future **ud = lua_newuserdatauv(L, sizeof *ud, 1);
-  *ud = NULL;
-  luaL_setmetatable(L, LF_FUTURE_MT);
+  lf_push_future(L, NULL);
+  lf_future **ud = lua_touserdata(L, -1);
   lf_future *f = lf_future_new();
   if (f == NULL) return luaL_error(L, "not enough memory");
   *ud = f;
@@ -136,21 +135,11 @@ static int submit_encoded(lua_State *L, lf_executor *ex, lf_taskkind kind,
   return 1;
 }
 
-static void check_callable(lua_State *L, int idx, const char *what) {
-  if (lua_isfunction(L, idx)) return;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", what,
-                                        luaL_typename(L, idx)));
-}
-
 /* ex:submit(fn, ...) -> future. A value that cannot travel is an error at
 ** the caller's line. */
 static int executor_submit(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "submit");
-  check_callable(L, 2, "function");
+  lf_check_callable(L, 2, "function");
   lf_run_callbacks(L);
   if (submit_encoded(L, ex, LF_TASK_CALL, 0, 2, lua_gettop(L) - 1) == 1)
     return 1;
@@ -165,7 +154,7 @@ static int executor_submit(lua_State *L) {
 static int executor_submit_with(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "submit_with");
   lua_Number limit = luaL_checknumber(L, 2);
-  check_callable(L, 3, "function");
+  lf_check_callable(L, 3, "function");
   lf_run_callbacks(L);
   return submit_encoded(L, ex, LF_TASK_CALL, limit, 3, lua_gettop(L) - 2);
 }
@@ -174,7 +163,7 @@ static int executor_submit_with(lua_State *L) {
 ** map item (the Lua side names the item in the error). */
 static int executor_submit_item(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "map");
-  check_callable(L, 2, "function");
+  lf_check_callable(L, 2, "function");
   return submit_encoded(L, ex, LF_TASK_CALL, 0, 2, lua_gettop(L) - 1);
 }
 
@@ -183,7 +172,7 @@ static int executor_submit_item(lua_State *L) {
 ** future's value is one table of ok, n, results... per item. */
 static int executor_submit_chunk(lua_State *L) {
   lf_executor *ex = check_executor(L, 1, "map");
-  check_callable(L, 2, "function");
+  lf_check_callable(L, 2, "function");
   lua_Integer m = luaL_checkinteger(L, 3);
   luaL_argcheck(L, m > 0 && (lua_gettop(L) - 3) % m == 0, 3,
                 "argument count is not a multiple of it");

@@ -57,6 +57,16 @@ void lf_push_future(lua_State *L, lf_future *f) {
   *ud = f;
 }
 
+void lf_check_callable(lua_State *L, int idx, const char *what) {
+  if (lua_isfunction(L, idx)) return;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  luaL_argerror(L, idx, lua_pushfstring(L, "%s expected, got %s", what,
+                                        luaL_typename(L, idx)));
+}
+
 lf_future *lf_check_future(lua_State *L, int idx) {
   return lf_check_handle(L, idx, LF_FUTURE_MT, NULL);
 }
@@ -288,11 +298,7 @@ static int future_state(lua_State *L) {
 
 static int future_add_done_callback(lua_State *L) {
   lf_future *f = lf_check_future(L, 1);
-  if (!lua_isfunction(L, 2)) {   /* a callable table is fine too */
-    if (luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
-      return luaL_typeerror(L, 2, "function");
-    lua_pop(L, 1);
-  }
+  lf_check_callable(L, 2, "function");   /* a callable table is fine too */
   if (lf_add_callback(L, 1, f, 2)) return 0;
   lua_pushvalue(L, 2);   /* already done: call it now */
   lua_pushvalue(L, 1);
@@ -356,9 +362,8 @@ static int future_set_exception(lua_State *L) {
 }
 
 static int core_future(lua_State *L) {
-  lf_future **ud = lua_newuserdatauv(L, sizeof *ud, 1);
-  *ud = NULL;
-  set_future_mt(L);
+  lf_push_future(L, NULL);   /* the userdata first: nothing to leak if it fails */
+  lf_future **ud = lua_touserdata(L, -1);
   *ud = lf_future_new();
   if (*ud == NULL) return luaL_error(L, "not enough memory");
   return 1;

@@ -19,6 +19,9 @@
 
 void lf_push_future(lua_State *L, lf_future *f);      /* [-0,+1,m] */
 lf_future *lf_check_future(lua_State *L, int idx);    /* [-0,+0,v] */
+/* A function, or a value whose metatable has __call; else an argument
+** error "<what> expected, got <type>". [-0,+0,v] */
+void lf_check_callable(lua_State *L, int idx, const char *what);
 lf_future *lf_test_future(lua_State *L, int idx);     /* [-0,+0,-] */
 double lf_opt_timeout(lua_State *L, int idx);         /* [-0,+0,v] */
 int lf_future_wait(lua_State *L, lf_future *f, double timeout); /* [-0,+0,v] */

@@ -182,26 +182,16 @@ static void fail_future(lf_ppool *p, lf_future *f, const char *msg) {
 /* Fail the tasks to send again (RUNNING) of a broken pool. Reader only,
 ** with pool->mu held. */
 static void fail_retries_locked(lf_ppool *p) {
-  lf_future *q = lf_queue_take(&p->retry);
-  while (q != NULL) {
-    lf_future *next = q->next_queued;
-    fail_future(p, q, p->base.broken);
-    lf_future_release(q);
-    q = next;
-  }
+  lf_fail_queue(lf_queue_take(&p->retry), "BrokenProcessPool", p->base.broken,
+                &p->base.opts, &p->scratch);
 }
 
 /* Mark the pool broken (once) and fail what is queued. Reader only, with
 ** pool->mu held. */
 static void break_locked(lf_ppool *p, const char *why) {
   if (!lf_executor_mark_broken(&p->base, why)) return;
-  lf_future *q = lf_queue_take(&p->queue);
-  while (q != NULL) {
-    lf_future *next = q->next_queued;
-    fail_future(p, q, p->base.broken);
-    lf_future_release(q);
-    q = next;
-  }
+  lf_fail_queue(lf_queue_take(&p->queue), "BrokenProcessPool", p->base.broken,
+                &p->base.opts, &p->scratch);
   fail_retries_locked(p);
 }
 

@@ -92,7 +92,7 @@ static void break_pool(lf_pool *p, const char *why) {
   if (lf_executor_mark_broken(&p->base, why)) q = lf_queue_take(&p->queue);
   lf_broadcast(&p->work_cv);
   lf_unlock(&p->mu);
-  lf_fail_queue(q, "BrokenThreadPool", p->base.broken, &p->base.opts);
+  lf_fail_queue(q, "BrokenThreadPool", p->base.broken, &p->base.opts, NULL);
 }
 
 /* What an idle worker may have to do outside the pool's lock before it

@@ -36,6 +36,7 @@ local fc = {}
 ---------------------------------------------------------------- arguments
 
 local FUTURE_MT = getmetatable(futures.Future())
+local QUEUE_MT = getmetatable(futures.Queue())
 
 local function check_future(f, fname)
   if getmetatable(f) ~= FUTURE_MT then
@@ -281,6 +282,39 @@ function fc.pollable(f)
   end)
   if not p.delivered then pump = enlist(cq) end
   return p
+end
+
+
+---Suspends the running cqueues coroutine until `q` has an item for it, then
+---returns the item, as q:get() does without blocking the loop. It raises
+---futures.Closed once the queue is closed and empty, and with `timeout`
+---(seconds) futures.Empty when no item came by then. Items go to waiting
+---getters in the order they asked, blocked threads and awaiting coroutines
+---alike. A coroutine that is closed, or dropped, while it waits gives its
+---place up: no item is taken for it.
+---@param q futures.Queue
+---@param timeout? number
+---@return any item
+function fc.await_get(q, timeout)
+  if getmetatable(q) ~= QUEUE_MT then
+    error(("bad argument #1 to 'await_get' (futures.Queue expected, got %s)"):format(type(q)), 2)
+  end
+  check_timeout(timeout, "await_get")
+  local waiter = need_controller("await_get")
+  local f = q:_get_future()
+  -- Until f is done the queue keeps a place for it: give the place up if
+  -- this coroutine ends (closed: __close; dropped: __gc) before then.
+  local place <close> = setmetatable({}, {
+    __close = function() if not f:done() then f:cancel() end end,
+    __gc = function() if not f:done() then f:cancel() end end,
+  })
+  if not suspend_until(waiter, function() return f:done() end,
+      on_each({ f }, function() end), timeout) and f:cancel() then
+    error(setmetatable({ type = "Empty",
+      message = ("await_get: no item after %g seconds"):format(timeout) },
+      futures.Empty), 2)
+  end
+  return f:result()   -- the item; Closed when the queue closed empty
 end
 
 return fc

@@ -437,7 +437,7 @@ function futures.serialize(...) end
 ---@class futures.CodecOptions
 ---@field max_depth? integer nesting limit, 1 to 1000 (default 200)
 ---@field max_size? integer encoded size limit in bytes (default 0: none)
----@field functions? boolean deserialize only: accept functions (default true)
+---@field functions? boolean deserialize only: load Lua functions (bytecode) too (default false)
 
 ---Like futures.serialize, with limits.
 ---@param opts futures.CodecOptions
@@ -446,7 +446,9 @@ function futures.serialize(...) end
 function futures.serialize_with(opts, ...) end
 
 ---Decodes a string made by futures.serialize, treating it as untrusted;
----returns the values. `{ functions = false }` for data from outside.
+---returns the values. Lua functions in it are refused unless `opts` has
+---`functions = true`: loading bytecode runs code, so allow it only for
+---strings this program made.
 ---@param s string
 ---@param opts? futures.CodecOptions
 ---@return any ...

@@ -111,7 +111,8 @@ typedef struct lf_buf {
   unsigned char *data;
   size_t len, cap;
   lf_buf_handle *handles;   /* references owned by this buffer */
-  size_t nhandles, hcap;
+  uint32_t nhandles, hcap;   /* 32 bits: a buffer is embedded twice in
+                               every future */
   const lf_bufmem *mem;      /* NULL: data is malloc'd, and grows so */
   void *mem_ctx;            /* mem's record of the bytes; NULL while they
                                are malloc'd (mem set: it decides when they

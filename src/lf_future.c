@@ -91,7 +91,7 @@ lf_codec_opts lf_future_decode_opts(lf_future *f) {
 
 lf_fstate lf_future_state(lf_future *f) {
   lf_lock(&f->mu);
-  lf_fstate s = f->state;
+  lf_fstate s = (lf_fstate)f->state;
   lf_unlock(&f->mu);
   return s;
 }

@@ -58,6 +58,7 @@ describe("make install", function()
       ["/share/lua/5.4/futures/meta.lua"] = "644",
       ["/share/lua/5.4/futures/luv.lua"] = "644",
       ["/share/lua/5.4/futures/cqueues.lua"] = "644",
+      ["/share/lua/5.4/futures/_await.lua"] = "644",
       ["/bin/lua-futures"] = "755",
       ["/share/man/man1/lua-futures.1"] = "644",
       ["/lib/pkgconfig/lua-futures.pc"] = "644",

@@ -35,41 +35,8 @@ local fc = {}
 
 ---------------------------------------------------------------- arguments
 
-local FUTURE_MT = getmetatable(futures.Future())
-local QUEUE_MT = getmetatable(futures.Queue())
-
-local function check_future(f, fname)
-  if getmetatable(f) ~= FUTURE_MT then
-    error(("bad argument #1 to '%s' (future expected, got %s)"):format(fname, type(f)), 3)
-  end
-end
-
--- The distinct futures of the sequence fs, in order.
-local function distinct(fs, fname)
-  if type(fs) ~= "table" then
-    error(("bad argument #1 to '%s' (table of futures expected, got %s)")
-      :format(fname, type(fs)), 3)
-  end
-  local list, seen = {}, {}
-  for i = 1, #fs do
-    local f = fs[i]
-    if getmetatable(f) ~= FUTURE_MT then
-      error(("bad argument #1 to '%s' (item %d is not a future: %s)"):format(fname, i, type(f)), 3)
-    end
-    if not seen[f] then
-      seen[f] = true
-      list[#list + 1] = f
-    end
-  end
-  return list
-end
-
-local function check_timeout(t, fname)
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-    error(("bad argument #2 to '%s' (timeout must be a non-negative number, got %s)")
-      :format(fname, type(t) == "number" and tostring(t) or type(t)), 3)
-  end
-end
+local shared = require "futures._await"
+local check_future = shared.check_future
 
 -- The controller running the calling coroutine, or an error at the
 -- caller's caller.
@@ -133,10 +100,7 @@ end
 -- no limit), and returns is_ready(). subscribe(wake) arranges for wake()
 -- to be called on this state whenever is_ready() may have become true — a
 -- done callback, or any other notice futures.poll() delivers — and returns
--- a function that undoes it. A future queue would await with
---   suspend_until(cq, function() return q:qsize() > 0 end,
---                 function(wake) <q's put notice calls wake> end)
--- and then take its item without blocking.
+-- a function that undoes it.
 local function suspend_until(cq, is_ready, subscribe, timeout)
   if is_ready() then return true end
   local cond = condition.new()
@@ -161,92 +125,11 @@ local function suspend_until(cq, is_ready, subscribe, timeout)
   return is_ready()
 end
 
--- A subscription to the completion of each future of `list`, calling
--- on_done(f) once per future as it is delivered.
-local function on_each(list, on_done)
-  return function(wake)
-    local cbs = {}
-    for i, f in ipairs(list) do
-      cbs[i] = function(done) on_done(done); wake() end
-      f:add_done_callback(cbs[i])
-    end
-    return function()
-      for i, f in ipairs(list) do f:_remove_done_callback(cbs[i]) end
-    end
-  end
-end
-
-local function split(list)
-  local done, not_done = {}, {}
-  for _, f in ipairs(list) do
-    if f:done() then done[#done + 1] = f else not_done[#not_done + 1] = f end
-  end
-  return done, not_done
-end
-
----Suspends the running cqueues coroutine until `f` is done, then returns
----what `f:result()` returns or raises its error. With `timeout` (seconds),
----raises a TimeoutError if f is not done by then. Outside a cqueues
----coroutine it raises an error: block with f:result() there.
----@param f futures.Future
----@param timeout? number
----@return any ...
-function fc.await(f, timeout)
-  check_future(f, "await")
-  check_timeout(timeout, "await")
-  local cq = need_controller("await")
-  if not suspend_until(cq, function() return f:done() end, on_each({ f }, function() end),
-      timeout) then
-    error(setmetatable({ type = "TimeoutError",
-      message = ("await: future not done after %g seconds"):format(timeout) },
-      futures.TimeoutError), 2)
-  end
-  return f:result()
-end
-
----Suspends the running cqueues coroutine until every future of `fs` is
----done (or `timeout` seconds pass), then returns `done, not_done` as
----futures.wait does. It does not raise for a failed future or a timeout.
----@param fs futures.Future[]
----@param timeout? number
----@return futures.Future[] done
----@return futures.Future[] not_done
-function fc.await_all(fs, timeout)
-  local list = distinct(fs, "await_all")
-  check_timeout(timeout, "await_all")
-  local cq = need_controller("await_all")
-  local pending = {}
-  for _, f in ipairs(list) do
-    if not f:done() then pending[#pending + 1] = f end
-  end
-  local left = #pending
-  suspend_until(cq, function() return left == 0 end,
-    on_each(pending, function() left = left - 1 end), timeout)
-  return split(list)
-end
-
----Suspends the running cqueues coroutine until at least one future of `fs`
----is done (or `timeout` seconds pass), then returns `done, not_done` as
----futures.wait with FIRST_COMPLETED does. An empty `fs` returns at once.
----@param fs futures.Future[]
----@param timeout? number
----@return futures.Future[] done
----@return futures.Future[] not_done
-function fc.await_any(fs, timeout)
-  local list = distinct(fs, "await_any")
-  check_timeout(timeout, "await_any")
-  local cq = need_controller("await_any")
-  local any = #list == 0
-  for _, f in ipairs(list) do
-    if f:done() then any = true end
-  end
-  if not any then
-    suspend_until(cq, function() return any end, on_each(list, function() any = true end), timeout)
-  end
-  return split(list)
-end
-
----------------------------------------------------------------- pollable
+-- fc.await, fc.await_all, fc.await_any and fc.await_get (futures._await
+-- has their documentation), suspending coroutines of a cqueues controller.
+local awaits = shared.awaits(need_controller, suspend_until)
+fc.await, fc.await_all = awaits.await, awaits.await_all
+fc.await_any, fc.await_get = awaits.await_any, awaits.await_get
 
 local Pollable = {}
 Pollable.__index = Pollable
@@ -282,39 +165,6 @@ function fc.pollable(f)
   end)
   if not p.delivered then pump = enlist(cq) end
   return p
-end
-
-
----Suspends the running cqueues coroutine until `q` has an item for it, then
----returns the item, as q:get() does without blocking the loop. It raises
----futures.Closed once the queue is closed and empty, and with `timeout`
----(seconds) futures.Empty when no item came by then. Items go to waiting
----getters in the order they asked, blocked threads and awaiting coroutines
----alike. A coroutine that is closed, or dropped, while it waits gives its
----place up: no item is taken for it.
----@param q futures.Queue
----@param timeout? number
----@return any item
-function fc.await_get(q, timeout)
-  if getmetatable(q) ~= QUEUE_MT then
-    error(("bad argument #1 to 'await_get' (futures.Queue expected, got %s)"):format(type(q)), 2)
-  end
-  check_timeout(timeout, "await_get")
-  local waiter = need_controller("await_get")
-  local f = q:_get_future()
-  -- Until f is done the queue keeps a place for it: give the place up if
-  -- this coroutine ends (closed: __close; dropped: __gc) before then.
-  local place <close> = setmetatable({}, {
-    __close = function() if not f:done() then f:cancel() end end,
-    __gc = function() if not f:done() then f:cancel() end end,
-  })
-  if not suspend_until(waiter, function() return f:done() end,
-      on_each({ f }, function() end), timeout) and f:cancel() then
-    error(setmetatable({ type = "Empty",
-      message = ("await_get: no item after %g seconds"):format(timeout) },
-      futures.Empty), 2)
-  end
-  return f:result()   -- the item; Closed when the queue closed empty
 end
 
 return fc

@@ -28,41 +28,7 @@ local fl = {}
 
 ---------------------------------------------------------------- arguments
 
-local FUTURE_MT = getmetatable(futures.Future())
-local QUEUE_MT = getmetatable(futures.Queue())
-
-local function check_future(f, fname)
-  if getmetatable(f) ~= FUTURE_MT then
-    error(("bad argument #1 to '%s' (future expected, got %s)"):format(fname, type(f)), 3)
-  end
-end
-
--- The distinct futures of the sequence fs, in order.
-local function distinct(fs, fname)
-  if type(fs) ~= "table" then
-    error(("bad argument #1 to '%s' (table of futures expected, got %s)")
-      :format(fname, type(fs)), 3)
-  end
-  local list, seen = {}, {}
-  for i = 1, #fs do
-    local f = fs[i]
-    if getmetatable(f) ~= FUTURE_MT then
-      error(("bad argument #1 to '%s' (item %d is not a future: %s)"):format(fname, i, type(f)), 3)
-    end
-    if not seen[f] then
-      seen[f] = true
-      list[#list + 1] = f
-    end
-  end
-  return list
-end
-
-local function check_timeout(t, fname)
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-    error(("bad argument #2 to '%s' (timeout must be a non-negative number, got %s)")
-      :format(fname, type(t) == "number" and tostring(t) or type(t)), 3)
-  end
-end
+local shared = require "futures._await"
 
 -- The running coroutine, or an error at the caller's caller: there is
 -- nothing to suspend in the main coroutine (a script's main chunk, a thread
@@ -179,10 +145,7 @@ local function closer(fn) return setmetatable({}, { __close = fn }) end
 -- state whenever is_ready() may have become true — a done callback, or any
 -- other notice delivered by futures.poll() — and returns a function that
 -- undoes it; a notice that keeps the loop alive must count in the core's
--- pending callbacks (_watch_pending). A future queue would await with
---   suspend_until(co, function() return q:qsize() > 0 end,
---                 function(wake) <q's put notice calls wake> end)
--- and then take its item without blocking.
+-- pending callbacks (_watch_pending).
 local function suspend_until(co, is_ready, subscribe, timeout)
   if is_ready() then return true end
   local w = { co = co, parked = false, queued = false }
@@ -211,123 +174,10 @@ local function suspend_until(co, is_ready, subscribe, timeout)
   return is_ready()
 end
 
--- A subscription to the completion of each future of `list`, calling
--- on_done(f) once per future as it is delivered.
-local function on_each(list, on_done)
-  return function(wake)
-    local cbs = {}
-    for i, f in ipairs(list) do
-      cbs[i] = function(done) on_done(done); wake() end
-      f:add_done_callback(cbs[i])
-    end
-    return function()
-      for i, f in ipairs(list) do f:_remove_done_callback(cbs[i]) end
-    end
-  end
-end
-
-local function split(list)
-  local done, not_done = {}, {}
-  for _, f in ipairs(list) do
-    if f:done() then done[#done + 1] = f else not_done[#not_done + 1] = f end
-  end
-  return done, not_done
-end
-
----Suspends the running coroutine until `f` is done, letting uv.run() go
----on, then returns what `f:result()` returns or raises its error. With
----`timeout` (seconds), raises a TimeoutError if f is not done by then.
----Outside a coroutine it raises an error: block with f:result() there.
----@param f futures.Future
----@param timeout? number
----@return any ...
-function fl.await(f, timeout)
-  check_future(f, "await")
-  check_timeout(timeout, "await")
-  local co = need_coroutine("await")
-  if not suspend_until(co, function() return f:done() end, on_each({ f }, function() end),
-      timeout) then
-    error(setmetatable({ type = "TimeoutError",
-      message = ("await: future not done after %g seconds"):format(timeout) },
-      futures.TimeoutError), 2)
-  end
-  return f:result()
-end
-
----Suspends the running coroutine until every future of `fs` is done (or
----`timeout` seconds pass), then returns `done, not_done` as futures.wait
----does: the distinct futures, each sequence in the order given. It does
----not raise for a failed future or a timeout: check `not_done`.
----@param fs futures.Future[]
----@param timeout? number
----@return futures.Future[] done
----@return futures.Future[] not_done
-function fl.await_all(fs, timeout)
-  local list = distinct(fs, "await_all")
-  check_timeout(timeout, "await_all")
-  local co = need_coroutine("await_all")
-  local pending = {}
-  for _, f in ipairs(list) do
-    if not f:done() then pending[#pending + 1] = f end
-  end
-  local left = #pending
-  suspend_until(co, function() return left == 0 end,
-    on_each(pending, function() left = left - 1 end), timeout)
-  return split(list)
-end
-
----Suspends the running coroutine until at least one future of `fs` is
----done (or `timeout` seconds pass), then returns `done, not_done` as
----futures.wait with FIRST_COMPLETED does. An empty `fs` returns at once.
----@param fs futures.Future[]
----@param timeout? number
----@return futures.Future[] done
----@return futures.Future[] not_done
-function fl.await_any(fs, timeout)
-  local list = distinct(fs, "await_any")
-  check_timeout(timeout, "await_any")
-  local co = need_coroutine("await_any")
-  local any = #list == 0
-  for _, f in ipairs(list) do
-    if f:done() then any = true end
-  end
-  if not any then
-    suspend_until(co, function() return any end, on_each(list, function() any = true end), timeout)
-  end
-  return split(list)
-end
-
-
----Suspends the running coroutine, letting uv.run() go on, until `q` has an item for it, then
----returns the item, as q:get() does without blocking the loop. It raises
----futures.Closed once the queue is closed and empty, and with `timeout`
----(seconds) futures.Empty when no item came by then. Items go to waiting
----getters in the order they asked, blocked threads and awaiting coroutines
----alike. A coroutine that is closed, or dropped, while it waits gives its
----place up: no item is taken for it.
----@param q futures.Queue
----@param timeout? number
----@return any item
-function fl.await_get(q, timeout)
-  if getmetatable(q) ~= QUEUE_MT then
-    error(("bad argument #1 to 'await_get' (futures.Queue expected, got %s)"):format(type(q)), 2)
-  end
-  check_timeout(timeout, "await_get")
-  local waiter = need_coroutine("await_get")
-  local f = q:_get_future()
-  -- Until f is done the queue keeps a place for it: give the place up if
-  -- this coroutine ends (closed: __close; dropped: __gc) before then.
-  local place <close> = setmetatable({}, {
-    __close = function() if not f:done() then f:cancel() end end,
-    __gc = function() if not f:done() then f:cancel() end end,
-  })
-  if not suspend_until(waiter, function() return f:done() end,
-      on_each({ f }, function() end), timeout) and f:cancel() then
-    error(setmetatable({ type = "Empty",
-      message = ("await_get: no item after %g seconds"):format(timeout) },
-      futures.Empty), 2)
-  end
-  return f:result()   -- the item; Closed when the queue closed empty
-end
+-- fl.await, fl.await_all, fl.await_any and fl.await_get (futures._await
+-- has their documentation), suspending coroutines of uv.run().
+local awaits = shared.awaits(need_coroutine, suspend_until)
+fl.await, fl.await_all = awaits.await, awaits.await_all
+fl.await_any, fl.await_get = awaits.await_any, awaits.await_get
 
 return fl

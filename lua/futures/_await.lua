@@ -12,6 +12,21 @@ local futures = require "futures"
 
 local M = {}
 
+-- The event-loop library `lib`, or an error naming what to install, at the
+-- line that required `adapter` (require, and in bin/lua-futures the
+-- embedded modules' loader, are C frames between).
+function M.require_loop(lib, adapter, what)
+  local found, mod = pcall(require, lib)
+  if found then return mod end
+  local level = 3   -- 1: here, 2: the adapter's chunk
+  while debug.getinfo(level, "S") and debug.getinfo(level, "S").what == "C" do
+    level = level + 1
+  end
+  error(("module '%s' needs %s (or `luarocks install %s`)\n%s")
+    :format(adapter, what, lib, tostring(mod):match("[^\n]*")),
+    debug.getinfo(level, "S") and level or 0)
+end
+
 local FUTURE_MT = getmetatable(futures.Future())
 local QUEUE_MT = getmetatable(futures.Queue())
 

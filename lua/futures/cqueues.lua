@@ -17,25 +17,15 @@
 -- still wakes its coroutine.
 local futures = require "futures"
 
-local found, cqueues = pcall(require, "cqueues")
-if not found then
-  -- Raised at the line that required this module (require, and in
-  -- bin/lua-futures the embedded modules' loader, are C frames).
-  local level = 2
-  while debug.getinfo(level, "S") and debug.getinfo(level, "S").what == "C" do
-    level = level + 1
-  end
-  error("module 'futures.cqueues' needs cqueues: install the Debian package "
-    .. "lua-cqueues (or `luarocks install cqueues`)\n"
-    .. tostring(cqueues):match("[^\n]*"), debug.getinfo(level, "S") and level or 0)
-end
+local shared = require "futures._await"
+local cqueues = shared.require_loop("cqueues", "futures.cqueues",
+  "cqueues: install the Debian package lua-cqueues")
 local condition = require "cqueues.condition"
 
 local fc = {}
 
 ---------------------------------------------------------------- arguments
 
-local shared = require "futures._await"
 local check_future = shared.check_future
 
 -- The controller running the calling coroutine, or an error at the

@@ -11,24 +11,13 @@
 local futures = require "futures"
 local core = require "futures.core"
 
-local found, uv = pcall(require, "luv")
-if not found then
-  -- Raised at the line that required this module (require, and in
-  -- bin/lua-futures the embedded modules' loader, are C frames).
-  local level = 2
-  while debug.getinfo(level, "S") and debug.getinfo(level, "S").what == "C" do
-    level = level + 1
-  end
-  error("module 'futures.luv' needs luv, the Lua binding of libuv: install "
-    .. "the Debian package lua-luv (or `luarocks install luv`)\n"
-    .. tostring(uv):match("[^\n]*"), debug.getinfo(level, "S") and level or 0)
-end
+local shared = require "futures._await"
+local uv = shared.require_loop("luv", "futures.luv",
+  "luv, the Lua binding of libuv: install the Debian package lua-luv")
 
 local fl = {}
 
 ---------------------------------------------------------------- arguments
-
-local shared = require "futures._await"
 
 -- The running coroutine, or an error at the caller's caller: there is
 -- nothing to suspend in the main coroutine (a script's main chunk, a thread

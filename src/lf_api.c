@@ -30,7 +30,7 @@ static const lf_api api = {
   lf_executor_init, lf_executor_retain, lf_executor_release,
   lf_executor_mark_broken, lf_executor_free_broken, lf_process_pool_new,
   lf_interp_find,
-  lf_executor_newud, lf_executor_adopt, lf_raise_error,
+  lf_executor_newud, lf_executor_adopt, lf_raise_error, lf_encode_initializer,
 };
 
 void lf_api_publish(lua_State *L) {

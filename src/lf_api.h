@@ -24,10 +24,11 @@
 #include "lf_future.h"
 
 #define LF_API_KEY "futures.core.api"
-#define LF_API_VERSION 4   /* 2: lf_codec_opts has share and pins; 3: the
+#define LF_API_VERSION 5   /* 2: lf_codec_opts has share and pins; 3: the
                               runner, call, cancel and interrupt of a future,
                               inboxes, finding the worker interpreter; 4:
-                              lf_buf's bytes may be a mapping (mem) */
+                              lf_buf's bytes may be a mapping (mem); 5:
+                              encode_initializer, 32-bit handle counts */
 
 typedef struct lf_api {
   int version;                /* LF_API_VERSION */
@@ -80,6 +81,8 @@ typedef struct lf_api {
   lf_executor **(*executor_newud)(lua_State *L);
   void (*executor_adopt)(lua_State *L, lf_executor **ud, lf_executor *ex);
   int (*raise_error)(lua_State *L, const char *type, const char *fmt, ...);
+  void (*encode_initializer)(lua_State *L, int opts, lf_buf *out,
+                             const lf_codec_opts *copts);
 } lf_api;
 
 /* For companions: require futures.core in L and return its API, or raise

@@ -242,10 +242,8 @@ static const luaL_Reg executor_methods[] = {
 
 /* ---- constructors ---- */
 
-/* Encode initializer and initargs (a table) for the workers into out.
-** [-0,+0,e] */
-static void encode_initializer(lua_State *L, int opts, lf_buf *out,
-                               const lf_codec_opts *copts) {
+void lf_encode_initializer(lua_State *L, int opts, lf_buf *out,
+                           const lf_codec_opts *copts) {
   int top = lua_gettop(L);
   if (lua_getfield(L, opts, "initializer") == LUA_TNIL) {
     lua_settop(L, top);
@@ -333,7 +331,7 @@ static int new_pool(lua_State *L, int process) {
   copts.in_process = process ? 0 : LF_CODEC_LEND;   /* the pool keeps it */
   copts.share = LF_SHARE_DOWN;
   if (cfg.max_depth > 0) copts.max_depth = cfg.max_depth;
-  encode_initializer(L, 1, &init, &copts);
+  lf_encode_initializer(L, 1, &init, &copts);
   cfg.init = &init;
   lf_executor *ex = process ? lf_process_pool_new(&cfg)
                             : lf_thread_pool_new(&cfg);

@@ -19,6 +19,11 @@
 ** reference to the state and one more to the userdata (on out of memory
 ** ex is shut down, joined and released, and the error raised) [-0,+0,e]. */
 lf_executor **lf_executor_newud(lua_State *L);
+/* Encode the options' (at index opts) initializer and initargs (a table)
+** into out, for the workers; nothing when there is no initializer.
+** [-0,+0,e] */
+void lf_encode_initializer(lua_State *L, int opts, lf_buf *out,
+                           const lf_codec_opts *copts);
 void lf_executor_adopt(lua_State *L, lf_executor **ud, lf_executor *ex);
 
 #endif

@@ -96,31 +96,6 @@ static lua_Number opt_number(lua_State *L, const char *key, lua_Number dflt) {
   return v;
 }
 
-/* Encode initializer and initargs of the options (at 1) into out.
-** [-0,+0,e] */
-static void encode_initializer(lua_State *L, lf_buf *out,
-                               const lf_codec_opts *copts) {
-  int top = lua_gettop(L);
-  if (lua_getfield(L, 1, "initializer") == LUA_TNIL) {
-    lua_settop(L, top);
-    return;
-  }
-  int n = 0;
-  if (lua_getfield(L, 1, "initargs") == LUA_TTABLE) {
-    int args = lua_gettop(L);
-    n = (int)luaL_len(L, args);
-    luaL_checkstack(L, n, "too many initargs");
-    for (int i = 1; i <= n; i++) lua_geti(L, args, i);
-    lua_remove(L, args);
-  } else {
-    lua_pop(L, 1);
-  }
-  if (api->encode(L, top + 1, n + 1, "initializer argument", 0, out, copts)
-      != 0)
-    lua_error(L);
-  lua_settop(L, top);
-}
-
 static int cpu_count(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "futures.core");
@@ -180,7 +155,7 @@ static int mpi_pool(lua_State *L) {
   copts.share = local ? LF_SHARE_DOWN : LF_SHARE_NONE;
   if (cfg.max_depth > 0) copts.max_depth = cfg.max_depth;
   lf_buf init = LF_BUF_INIT;
-  encode_initializer(L, &init, &copts);
+  api->encode_initializer(L, 1, &init, &copts);
   lf_executor *ex;
   if (local) {
     note_once("MPIPoolExecutor");

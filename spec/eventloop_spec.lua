@@ -379,6 +379,19 @@ describe("futures.luv", function()
     assert.is_true(futures.iserror(err, futures.CancelledError), tostring(err))
   end)
 
+  it("loses nothing when the loop is stopped: the awaiting coroutine resumes when it runs again", function()
+    local gate = futures.Future()
+    local got
+    coroutine.wrap(function() got = fl.await(ex:submit(gated, gate, "later")) end)()
+    later(10, function() uv.stop() end)
+    uv.run()   -- returns at the stop: the task is still held by its gate
+    assert.is_nil(got)
+    assert.is_true(uv.loop_alive())
+    gate:set_result(1)
+    run_loop(20)
+    assert.equals(1, got)
+  end)
+
   it("lets a suspended awaiting coroutine be closed, after which its future holds no loop", function()
     local f = futures.Future()
     local co = coroutine.create(function() return fl.await(f) end)

@@ -70,7 +70,8 @@
 #include "lf_state.h"
 #include "lf_task.h"
 
-#define EXIT_PROTOCOL 3   /* the host sent something we do not understand */
+#define EXIT_PROTOCOL 3   /* the host sent what we do not understand, or
+                             we had no memory to read its next frame */
 #define IDLE_SWEEP 0.1    /* seconds idle before reporting unused objects */
 
 static atomic_int busy;        /* a task or the initializer is running */
@@ -166,9 +167,20 @@ typedef struct rbuf {
 
 #define RBUF_SMALL ((size_t)64 << 10)
 
-/* Descriptors received with SHARE frames, oldest first, not yet taken. */
+/* Descriptors received with SHARE frames, oldest first, not yet taken.
+** Room for FDQ_START is made at start-up (fdq_reserve): a descriptor that
+** finds no room is closed, and the frame that needed it breaks the
+** protocol, so the usual few must never wait for an allocation. */
 static int *fdq;
 static size_t fdq_head, fdq_n, fdq_cap;
+#define FDQ_START 64
+
+static int fdq_reserve(void) {
+  fdq = malloc(FDQ_START * sizeof *fdq);
+  if (fdq == NULL) return -1;
+  fdq_cap = FDQ_START;
+  return 0;
+}
 
 static int fdq_push(int fd) {
   if (fdq_head + fdq_n == fdq_cap) {
@@ -176,7 +188,7 @@ static int fdq_push(int fd) {
       memmove(fdq, fdq + fdq_head, fdq_n * sizeof *fdq);
       fdq_head = 0;
     } else {
-      size_t cap = fdq_cap ? 2 * fdq_cap : 64;
+      size_t cap = fdq_cap ? 2 * fdq_cap : FDQ_START;
       int *q = realloc(fdq, cap * sizeof *q);
       if (q == NULL) return -1;
       fdq = q;
@@ -846,6 +858,7 @@ int lf_process_worker_main(int argc, char **argv) {
   catch_stop_signal();
 
   lf_spin_site_init(&input_spin, LF_SPIN_WORKER_NS);
+  if (fdq_reserve() != 0) return 1;   /* dies before READY: the host says so */
   /* Big buffers (an encoded outcome) stay in the heap once freed, warm
   ** for the next big task, instead of going back to the system at once
   ** and coming back as fresh pages: this process is ours. An idle worker

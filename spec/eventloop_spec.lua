@@ -379,6 +379,22 @@ describe("futures.luv", function()
     assert.is_true(futures.iserror(err, futures.CancelledError), tostring(err))
   end)
 
+  it("keeps the loop alive for a callback that a callback run at once added", function()
+    local done = futures.Future()
+    done:set_result(true)
+    local gate = futures.Future()
+    local got
+    -- done is done already: its callback runs now, outside the loop, and
+    -- registers one on a task that waits for the gate
+    done:add_done_callback(function()
+      ex:submit(gated, gate, "late"):add_done_callback(function(f) got = select(2, f:result()) end)
+    end)
+    assert.is_true(uv.loop_alive())
+    later(20, function() gate:set_result(1) end)
+    run_loop(20)
+    assert.equals("late", got)
+  end)
+
   it("loses nothing when the loop is stopped: the awaiting coroutine resumes when it runs again", function()
     local gate = futures.Future()
     local got

@@ -135,6 +135,24 @@ describe("Future", function()
     assert.equals("InvalidStateError", err.type)
   end)
 
+  it("runs a long chain of callbacks that each add one to a finished future, without nesting", function()
+    local count, depth, deepest = 0, 0, 0
+    local function add()
+      local f = futures.Future()
+      f:set_result(true)
+      f:add_done_callback(function()
+        depth = depth + 1
+        deepest = math.max(deepest, depth)
+        count = count + 1
+        if count < 10000 then add() end
+        depth = depth - 1
+      end)
+    end
+    add()
+    assert.equals(10000, count)
+    assert.equals(1, deepest)
+  end)
+
   it("calls a done callback at once when already done", function()
     local f = futures.Future()
     f:set_result(7)

@@ -6,8 +6,10 @@
 ** Ownership: see lf_context.h. The callbacks waiting in a state are a Lua
 ** table (the context's user value 1): future pointer (light userdata) ->
 ** { future userdata, fn, fn... }; it keeps the userdata and the functions
-** alive until the callbacks ran. ctx->npending counts its entries. User
-** value 2 is the pending hook (lf_set_pending_hook), or nil.
+** alive until the callbacks ran. ctx->npending counts its entries; under
+** the key &LATER_KEY it also holds the callbacks deferred while others ran
+** ({ fn, future userdata, fn, future userdata... }, ctx->nlater pairs).
+** User value 2 is the pending hook (lf_set_pending_hook), or nil.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,7 @@
 #include "lf_state.h"
 
 static const char CTX_KEY = 'c';       /* registry: the lf_ctx userdata */
+static const char LATER_KEY = 'l';     /* pending table: deferred callbacks */
 #define CTX_MT "futures.context"
 
 /* Pushes the table of callbacks waiting in this state. [-0,+1,-] */
@@ -61,12 +64,68 @@ static void tell_hook(lua_State *L, lf_ctx *ctx) {
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
+/* Defer the callback fn (at -2) of the future userdata at -1 until the
+** running callback returns; pops both. [-2,+0,m] */
+static void defer_callback(lua_State *L, lf_ctx *ctx) {
+  push_pending(L);
+  if (lua_rawgetp(L, -1, &LATER_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, -3, &LATER_KEY);
+  }
+  lua_Integer n = 2 * (lua_Integer)ctx->nlater;
+  lua_pushvalue(L, -4);
+  lua_rawseti(L, -2, n + 1);
+  lua_pushvalue(L, -3);
+  lua_rawseti(L, -2, n + 2);
+  ctx->nlater++;
+  lua_pop(L, 4);
+}
+
+/* Run the deferred callbacks, oldest first, and those they defer in turn:
+** a loop, however long the chain. Returns how many ran. [-0,+0,-] */
+static int run_later(lua_State *L, lf_ctx *ctx) {
+  int ran = 0;
+  while (ctx->nlater > 0) {
+    int n = ctx->nlater;
+    ctx->nlater = 0;
+    push_pending(L);
+    lua_rawgetp(L, -1, &LATER_KEY);
+    lua_pushnil(L);
+    lua_rawsetp(L, -3, &LATER_KEY);   /* this batch is taken */
+    for (int i = 0; i < n; i++) {
+      lua_rawgeti(L, -1, 2 * i + 1);
+      lua_rawgeti(L, -2, 2 * i + 2);
+      lf_call_callback(L);
+      ran++;
+    }
+    lua_pop(L, 2);
+  }
+  return ran;
+}
+
+/* A callback added to a future that is done already runs at once — but one
+** added by a running callback waits until that one returns: a chain of
+** callbacks that each add one to a finished future would otherwise nest
+** until the C stack overflows. */
 void lf_call_callback_now(lua_State *L) {
   lf_ctx *ctx = lf_testctx(L);
-  int was = ctx != NULL && ctx->draining;
-  if (ctx != NULL) ctx->draining = 1;
+  if (ctx == NULL) {
+    lf_call_callback(L);
+    return;
+  }
+  if (ctx->draining) {
+    defer_callback(L, ctx);
+    return;
+  }
+  ctx->draining = 1;
   lf_call_callback(L);
-  if (ctx != NULL) ctx->draining = was;
+  run_later(L, ctx);
+  ctx->draining = 0;
+  /* What the callbacks registered was not told while they ran: an event
+  ** loop must hear that callbacks wait now, or it may stop watching. */
+  tell_hook(L, ctx);
 }
 
 void lf_call_callback(lua_State *L) {
@@ -113,6 +172,7 @@ static int run_for(lua_State *L, lf_ctx *ctx, lf_future *f) {
       lua_pushvalue(L, ud_idx);
       lf_call_callback(L);
       ran++;
+      ran += run_later(L, ctx);
     }
     if (fresh != NULL && *fresh != NULL) {
       lf_future_release(*fresh);

@@ -28,7 +28,9 @@ typedef struct lf_ctx {
   lf_inbox *inbox;             /* futures with callbacks for this state */
   lf_executor **owned;         /* executors created in this state */
   size_t nowned, capowned;
-  int draining;                /* lf_run_callbacks is running */
+  int draining;                /* callbacks are running (lf_run_callbacks,
+                                  or one called at once) */
+  int nlater;                  /* callbacks deferred while they ran */
   lua_State *helper;           /* a state that runs tasks on this state's
                                   thread (lf_thread_pool.c): its callbacks
                                   are delivered with this state's */

@@ -600,7 +600,10 @@ function methods:map(fn, ...)
     if finished then return end
     finished = true
     outcome, left = nil, 0
-    for q = head, tail do
+    -- Last first: cancelling an item that waits on a worker (an MPI rank
+    -- holds up to two) frees that worker, which would otherwise take the
+    -- next item before its own cancel comes.
+    for q = tail, head, -1 do
       local f = sub_f[q]
       sub_f[q], sub_k[q], sub_i[q] = nil, nil, nil
       if f then f:cancel() end

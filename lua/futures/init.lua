@@ -612,6 +612,22 @@ function methods:map(fn, ...)
     close_input()
   end
 
+  -- The next item of the chunk being walked, as item number `no` and its
+  -- values; an item that failed ends the iteration with its error.
+  local function walk_chunk(no)
+    left = left - 1
+    local ok_item, n = outcome[pos], outcome[pos + 1]
+    local first = pos + 2
+    pos = first + n
+    if not ok_item then
+      local e, traceback = outcome[first], outcome[first + 1]
+      finish()
+      core._raise_task_error(e, traceback)
+    end
+    if n == 1 then return no, outcome[first] end
+    return no, table.unpack(outcome, first, first + n - 1)
+  end
+
   local function remaining()
     if not deadline then return nil end
     local r = deadline - core.monotonic()
@@ -660,17 +676,7 @@ function methods:map(fn, ...)
     else
       index = index + 1
     end
-    left = left - 1
-    local ok_item, n = outcome[pos], outcome[pos + 1]
-    local first = pos + 2
-    pos = first + n
-    if not ok_item then
-      local e, traceback = outcome[first], outcome[first + 1]
-      finish()
-      core._raise_task_error(e, traceback)
-    end
-    if n == 1 then return index, outcome[first] end
-    return index, table.unpack(outcome, first, first + n - 1)
+    return walk_chunk(index)
   end
   local closer = setmetatable({}, { __close = function() finish() end })
   if ordered then return next_item, nil, nil, closer end
@@ -753,19 +759,8 @@ function methods:map(fn, ...)
     else
       index = index + 1
     end
-    left = left - 1
-    local item_no = first_cur + walked
     walked = walked + 1
-    local ok_item, n = outcome[pos], outcome[pos + 1]
-    local first = pos + 2
-    pos = first + n
-    if not ok_item then
-      local e, traceback = outcome[first], outcome[first + 1]
-      finish()
-      core._raise_task_error(e, traceback)
-    end
-    if n == 1 then return item_no, outcome[first] end
-    return item_no, table.unpack(outcome, first, first + n - 1)
+    return walk_chunk(first_cur + walked - 1)
   end
   return next_unordered, nil, nil, closer
 end

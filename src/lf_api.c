@@ -18,7 +18,7 @@
 static const lf_api api = {
   LF_API_VERSION, sizeof(lf_api), LF_VERSION,
   &lf_codec_defaults, lf_encode, lf_decode, lf_codec_reseal, lf_serialize_from,
-  lf_buf_free,
+  lf_buf_free, lf_buf_detach,
   lf_kind_register,
   lf_new_state, lf_close_state,
   lf_future_new, lf_future_retain, lf_future_release, lf_future_set_running,
@@ -31,6 +31,7 @@ static const lf_api api = {
   lf_executor_mark_broken, lf_executor_free_broken, lf_process_pool_new,
   lf_interp_find,
   lf_executor_newud, lf_executor_adopt, lf_raise_error, lf_encode_initializer,
+  lf_push_pool_paths,
 };
 
 void lf_api_publish(lua_State *L) {

@@ -28,7 +28,8 @@
                               runner, call, cancel and interrupt of a future,
                               inboxes, finding the worker interpreter; 4:
                               lf_buf's bytes may be a mapping (mem); 5:
-                              encode_initializer, 32-bit handle counts */
+                              encode_initializer, push_pool_paths,
+                              buf_detach, 32-bit handle counts */
 
 typedef struct lf_api {
   int version;                /* LF_API_VERSION */
@@ -43,6 +44,7 @@ typedef struct lf_api {
   int (*reseal)(unsigned char *data, size_t len);
   int (*serialize)(lua_State *L, int first, const lf_codec_opts *opts);
   void (*buf_free)(lf_buf *b);
+  int (*buf_detach)(lf_buf *b, unsigned char **data, size_t *len);
   int (*kind_register)(const lf_handle_kind *kind);
   /* states */
   lua_State *(*new_state)(const char *path, const char *cpath);
@@ -83,6 +85,7 @@ typedef struct lf_api {
   int (*raise_error)(lua_State *L, const char *type, const char *fmt, ...);
   void (*encode_initializer)(lua_State *L, int opts, lf_buf *out,
                              const lf_codec_opts *copts);
+  void (*push_pool_paths)(lua_State *L, lf_pool_config *cfg);
 } lf_api;
 
 /* For companions: require futures.core in L and return its API, or raise

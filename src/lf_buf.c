@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
@@ -154,6 +155,22 @@ size_t lf_buf_weaken(lf_buf *b, const void *obj) {
     n++;
   }
   return n;
+}
+
+int lf_buf_detach(lf_buf *b, unsigned char **data, size_t *len) {
+  unsigned char *d = NULL;
+  if (b->mem_ctx == NULL) {   /* malloc'd: the bytes themselves */
+    d = b->data;
+    b->data = NULL;
+  } else if (b->len > 0) {
+    d = malloc(b->len);
+    if (d == NULL) return -1;
+    memcpy(d, b->data, b->len);
+  }
+  *data = d;
+  *len = d != NULL ? b->len : 0;
+  lf_buf_free(b);
+  return 0;
 }
 
 void lf_buf_shrink(lf_buf *b) {

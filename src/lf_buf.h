@@ -138,6 +138,13 @@ int lf_buf_add_handle(lf_buf *b, const lf_handle_kind *kind, void *obj);
 ** many there were. */
 size_t lf_buf_weaken(lf_buf *b, const void *obj);
 
+/* Hand b's bytes over as plain malloc'd memory (*data, *len; NULL and 0
+** for an empty buffer): b's own when they are malloc'd, else a copy (a
+** mapping or a region stays with b's owner of it). b is freed and left
+** empty, its handle references released. Returns 0, or -1 when no memory is
+** left for the copy (b untouched). */
+int lf_buf_detach(lf_buf *b, unsigned char **data, size_t *len);
+
 /* Give back slack beyond len (a buffer that will wait long in a queue).
 ** Keeps the buffer as it is when realloc fails, or when its bytes are not
 ** malloc'd (b->mem_ctx). */

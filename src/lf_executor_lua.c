@@ -242,6 +242,20 @@ static const luaL_Reg executor_methods[] = {
 
 /* ---- constructors ---- */
 
+void lf_push_pool_paths(lua_State *L, lf_pool_config *cfg) {
+  int pkg = lua_gettop(L) + 1;
+  lua_getglobal(L, "package");
+  if (lua_istable(L, pkg)) {
+    lua_getfield(L, pkg, "path");
+    lua_getfield(L, pkg, "cpath");
+  } else {
+    lua_pushnil(L);
+    lua_pushnil(L);
+  }
+  cfg->path = lua_tostring(L, pkg + 1);
+  cfg->cpath = lua_tostring(L, pkg + 2);
+}
+
 void lf_encode_initializer(lua_State *L, int opts, lf_buf *out,
                            const lf_codec_opts *copts) {
   int top = lua_gettop(L);
@@ -315,16 +329,7 @@ static int new_pool(lua_State *L, int process) {
     cfg.exe = exe;
     cfg.spawn_path = spawn;
   }
-  lua_getglobal(L, "package");                               /* 3 */
-  if (lua_istable(L, 3)) {
-    lua_getfield(L, 3, "path");
-    lua_getfield(L, 3, "cpath");
-  } else {
-    lua_pushnil(L);
-    lua_pushnil(L);
-  }
-  cfg.path = lua_tostring(L, 4);
-  cfg.cpath = lua_tostring(L, 5);
+  lf_push_pool_paths(L, &cfg);                               /* 3..5 */
   lf_executor **ud = lf_executor_newud(L);                   /* 6 */
   lf_buf init = LF_BUF_INIT;
   lf_codec_opts copts = lf_codec_defaults;

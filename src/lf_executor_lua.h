@@ -24,6 +24,11 @@ lf_executor **lf_executor_newud(lua_State *L);
 ** [-0,+0,e] */
 void lf_encode_initializer(lua_State *L, int opts, lf_buf *out,
                            const lf_codec_opts *copts);
+/* Push package, package.path and package.cpath (nil, nil when there is no
+** package table) and point cfg's path and cpath at the two strings, valid
+** while they stay on the stack: the paths a pool's workers start with.
+** [-0,+3,e] */
+void lf_push_pool_paths(lua_State *L, lf_pool_config *cfg);
 void lf_executor_adopt(lua_State *L, lf_executor **ud, lf_executor *ex);
 
 #endif

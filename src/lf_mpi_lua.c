@@ -126,16 +126,7 @@ static int mpi_pool(lua_State *L) {
   double spawn_timeout = opt_number(L, "spawn_timeout", SPAWN_TIMEOUT);
   lua_getfield(L, 1, "worker");                              /* 2 */
   const char *worker = lua_tostring(L, 2);
-  lua_getglobal(L, "package");                               /* 3 */
-  if (lua_istable(L, 3)) {
-    lua_getfield(L, 3, "path");
-    lua_getfield(L, 3, "cpath");
-  } else {
-    lua_pushnil(L);
-    lua_pushnil(L);
-  }
-  cfg.path = lua_tostring(L, 4);
-  cfg.cpath = lua_tostring(L, 5);
+  api->push_pool_paths(L, &cfg);                             /* 3..5 */
   char exe[PATH_MAX], spawn_path[PATH_MAX], err[PATH_MAX * 3 + 700];
   int mode = lf_mpi_world_mode();
   int local = spawn == 0 && mode != LF_MPI_WORLD && mode != LF_MPI_SPAWN;

@@ -544,10 +544,11 @@ static int send_task_locked(mpool *p, int r, int wait) {
     t->id = ++eng.next_task;
     lf_mpi_head h = head(LF_MPI_TASK, (unsigned)f->kind |
                          (wait ? LF_MPI_WAIT : 0), p->id, t->id, limit);
-    rc = lf_mpi_link_send(&eng.host->link, r, &h, call.data, call.len);
-    /* The link has the bytes, in every case, and frees them: they are
-    ** malloc'd, since this pool encodes with opts.mem unset (no region). */
-    call.data = NULL;
+    unsigned char *bytes;
+    size_t nbytes;
+    rc = api->buf_detach(&call, &bytes, &nbytes);
+    if (rc == 0)   /* the link has the bytes, in every case, and frees them */
+      rc = lf_mpi_link_send(&eng.host->link, r, &h, bytes, nbytes);
     if (rc != 0)
       snprintf(why, sizeof why, "cannot send the task to MPI rank %d: %s", r,
                eng.host->link.error[0] ? eng.host->link.error

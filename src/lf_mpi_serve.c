@@ -434,10 +434,7 @@ static void failure(const char *type, const char *why, unsigned char **body,
   lf_future *e = api->future_new();
   if (e == NULL) return;
   api->future_fail(e, type, why, api->codec_defaults, &srv.S);
-  *body = e->result.data;
-  *len = e->result.len;
-  e->result.data = NULL;
-  api->buf_free(&e->result);
+  if (api->buf_detach(&e->result, body, len) != 0) *body = NULL;
   api->future_release(e);
 }
 
@@ -473,23 +470,14 @@ static void answer(ltask *t, uint64_t next) {
       snprintf(why, sizeof why, "%s, on MPI rank %d (host %s)", msg,
                srv.rank, srv.host);
       failure("BrokenMPIPool", why, &body, &len);
-    } else if (f->result.mem == NULL) {
-      body = f->result.data;   /* the outcome as the worker encoded it */
-      len = f->result.len;
-      f->result.data = NULL;
-    } else {
-      /* A big outcome is a mapping of the worker's sealed memfd, which
-      ** buf_free unmaps: the link needs bytes of its own to send and free. */
-      body = malloc(f->result.len > 0 ? f->result.len : 1);
-      if (body != NULL) {
-        memcpy(body, f->result.data, f->result.len);
-        len = f->result.len;
-      } else {
-        snprintf(why, sizeof why, "not enough memory on MPI rank %d (host "
-                 "%s) to send the task's result", srv.rank, srv.host);
-        flag = LF_MPI_R_FAILED;
-        failure("RuntimeError", why, &body, &len);
-      }
+    } else if (api->buf_detach(&f->result, &body, &len) != 0) {
+      /* The outcome as the worker encoded it, for the link to send and
+      ** free: a big one is a mapping of the worker's sealed memfd, copied,
+      ** and this copy found no memory. */
+      snprintf(why, sizeof why, "not enough memory on MPI rank %d (host "
+               "%s) to send the task's result", srv.rank, srv.host);
+      flag = LF_MPI_R_FAILED;
+      failure("RuntimeError", why, &body, &len);
     }
     if (msg != NULL) lua_pop(srv.S, 1);
     api->buf_free(&f->result);

@@ -629,7 +629,10 @@ static int tend_stops_locked(void) {
                 NULL, 0);
       n++;
     }
-    for (int i = 0; i < k->nwait; i++) {
+    /* Last first: the rank's local pool starts its next waiting task as
+    ** soon as a worker is free, so a STOP for an earlier one (which frees
+    ** the worker) must not come before the STOPs for those behind it. */
+    for (int i = k->nwait - 1; i >= 0; i--) {
       mtask *w = k->wait[i];
       if (w->stop_sent || !atomic_load(&w->f->done)) continue;
       w->stop_sent = 1;   /* cancelled while it waited */

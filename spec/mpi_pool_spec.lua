@@ -51,6 +51,32 @@ describe("MPIPoolExecutor", function()
     assert.is_true(futures.monotonic() - t0 >= 0.39)
   end)
 
+  it("never runs more tasks at once than max_workers, even when quick ones end before the next arrives", function()
+    -- Three quick tasks, then one that naps: the quick ones end before
+    -- the rank has the next task, and the nap makes an overlap visible.
+    local log = os.tmpname()
+    local function task(nap)
+      local h = io.open(log, "a"); h:write("+\n"); h:close()
+      if nap > 0 then require("futures").sleep(nap) end
+      h = io.open(log, "a"); h:write("-\n"); h:close()
+    end
+    local most = 0
+    for _ = 1, 10 do
+      local one <close> = futures.MPIPoolExecutor { max_workers = 1 }
+      local fs = {}
+      for i = 1, 40 do fs[i] = one:submit(task, i % 4 == 0 and 0.02 or 0) end
+      for i = 1, 40 do fs[i]:result(30) end
+      local depth = 0
+      for line in io.lines(log) do
+        depth = depth + (line == "+" and 1 or -1)
+        if depth > most then most = depth end
+      end
+      io.open(log, "w"):close()
+    end
+    os.remove(log)
+    assert.equals(1, most)
+  end)
+
   it("sends tasks to free ranks, so a slow task holds up only its own rank", function()
     local ex <close> = futures.MPIPoolExecutor()
     local slow = ex:submit(futures.sleep, 1.0)

@@ -502,6 +502,21 @@ static int started_locked(mtask *t) {
   return 0;
 }
 
+/* The ranks p's tasks hold: those they run, and those where one of p's
+** waits with nothing before it. That one starts as soon as its TASK frame
+** arrives (the task before it may have ended before that), so until the
+** rank says which it started, it counts as running: otherwise a quick
+** task's end would let a second rank start a task of a pool that may run
+** one at a time. eng.mu held. */
+static int busy_ranks_locked(const mpool *p) {
+  int n = p->running;
+  for (int r = 1; r < eng.size; r++) {
+    const mrank *k = &eng.ranks[r];
+    n += k->run == NULL && k->nwait > 0 && k->wait[0]->p == p;
+  }
+  return n;
+}
+
 /* Send the next task of p's queue to rank r, to start at once or to wait
 ** behind r's task. Returns 1 when a task left the queue. eng.mu held. */
 static int send_task_locked(mpool *p, int r, int wait) {
@@ -586,7 +601,7 @@ static int dispatch_locked(void) {
     more = 0;
     for (mpool *p = eng.pools; p != NULL; p = p->next) {
       if (p->qhead == NULL || p->base.broken != NULL) continue;
-      int r = p->running < p->max_workers ? idle_rank_locked() : -1;
+      int r = busy_ranks_locked(p) < p->max_workers ? idle_rank_locked() : -1;
       int wait = r < 0;
       if (wait) r = wait_rank_locked(p);
       if (r < 0) continue;
@@ -608,10 +623,11 @@ static int spare_ranks_locked(void) {
   return n;
 }
 
-/* May w (a rank's waiting task, or NULL) start on a free rank instead? */
-static int reclaimable(const mtask *w) {
-  return w != NULL && !w->stop_sent && !w->reclaiming &&
-         w->p->qhead == NULL && w->p->running < w->p->max_workers;
+/* May w (the last task waiting on rank k, or NULL) start on a free rank
+** instead? Not when nothing runs before it: then it is starting there. */
+static int reclaimable_locked(const mrank *k, const mtask *w) {
+  return w != NULL && k->run != NULL && !w->stop_sent && !w->reclaiming &&
+         w->p->qhead == NULL && busy_ranks_locked(w->p) < w->p->max_workers;
 }
 
 /* STOP for the tasks whose futures were interrupted, and for waiting tasks
@@ -646,7 +662,7 @@ static int tend_stops_locked(void) {
   for (int r = 1; r < eng.size && free_ranks > 0; r++) {
     mrank *k = &eng.ranks[r];
     mtask *w = k->nwait > 0 ? k->wait[k->nwait - 1] : NULL;
-    if (!reclaimable(w)) continue;
+    if (!reclaimable_locked(k, w)) continue;
     w->reclaiming = 1;
     send_copy(r, head(LF_MPI_STOP, LF_MPI_STOP_RECLAIM, w->p->id, w->id, 0),
               NULL, 0);
@@ -694,7 +710,7 @@ static int has_work_locked(void) {
     for (int i = 0; i < k->nwait; i++) {
       mtask *w = k->wait[i];
       if (!w->stop_sent && atomic_load(&w->f->done)) return 1;
-      if (spare && i == k->nwait - 1 && reclaimable(w)) return 1;
+      if (spare && i == k->nwait - 1 && reclaimable_locked(k, w)) return 1;
     }
   }
   for (mpool *p = eng.pools; p != NULL; p = p->next) {
@@ -703,7 +719,7 @@ static int has_work_locked(void) {
         p->waiting == 0)
       return 1;
     if (p->qhead != NULL && p->base.broken == NULL &&
-        ((free_rank && p->running < p->max_workers) ||
+        ((free_rank && busy_ranks_locked(p) < p->max_workers) ||
          wait_rank_locked(p) >= 0))
       return 1;
   }

@@ -42,6 +42,21 @@ local function lines_of(text)
 end
 
 describe("futures.progress", function()
+  it("is loaded on its first call, not by every state that requires futures", function()
+    local ex <close> = futures.ThreadPoolExecutor { max_workers = 1 }
+    local function loaded()
+      require "futures"
+      return package.loaded["futures.progress"] ~= nil
+    end
+    assert.is_false(ex:submit(loaded):result(10))
+    local function draw()
+      local out = { write = function() end, flush = function() end }
+      for _ in require("futures").progress({}, { stream = out, tty = false }) do end
+    end
+    ex:submit(draw):result(10)
+    assert.is_true(ex:submit(loaded):result(10))
+  end)
+
   it("passes every value of an iterator through, in order", function()
     local out = recorder()
     local got = {}

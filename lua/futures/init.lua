@@ -841,6 +841,12 @@ end
 
 futures.SharedArray = core.SharedArray
 
-futures.progress = require "futures.progress"
+--- futures.progress(source, opts): loaded on its first call, so that a
+--- worker that loads this module to run a task (futures.sleep, say) does
+--- not compile a progress line it never draws. A tail call: its argument
+--- errors name the caller's line, as if it were called directly.
+function futures.progress(...)
+  return require("futures.progress")(...)
+end
 
 return futures

@@ -274,6 +274,24 @@ describe("ProcessPoolExecutor", function()
       assert.are_not.equals(first, pid)
     end)
 
+    it("lets a task be interrupted while it waits to go again after its worker died before it was ready", function()
+      -- The worker has the task before it is ready (its initializer naps):
+      -- killed then, it never ran the task, which goes to the next worker.
+      local ex <close> = futures.ProcessPoolExecutor { max_workers = 1,
+        initializer = function() require("futures").sleep(0.4) end }
+      local f = ex:submit(futures.sleep, 30)
+      assert.is_true(helpers.eventually(function() return #worker_children() == 1 end, 10))
+      local first = worker_children()[1].pid
+      os.execute(("kill -9 %d"):format(first))
+      assert.is_true(helpers.eventually(function()
+        local kids = worker_children()
+        return #kids == 1 and kids[1].pid ~= first
+      end, 10))
+      assert.is_true(f:interrupt())   -- it waits for the new worker to be ready
+      assert.is_true(futures.iserror(helpers.error_of(f.result, f, 10), futures.CancelledError))
+      assert.equals(1, ex:submit(function() return 1 end):result(10))
+    end)
+
     it("does not take the host down with SIGPIPE while the host writes to it", function()
       -- The initializer exits before the worker reads its first task, so
       -- the host writes (INIT, then the task's memfd frame) to a socket

@@ -24,12 +24,14 @@
 #include "lf_future.h"
 
 #define LF_API_KEY "futures.core.api"
-#define LF_API_VERSION 5   /* 2: lf_codec_opts has share and pins; 3: the
+#define LF_API_VERSION 6   /* 2: lf_codec_opts has share and pins; 3: the
                               runner, call, cancel and interrupt of a future,
                               inboxes, finding the worker interpreter; 4:
                               lf_buf's bytes may be a mapping (mem); 5:
                               encode_initializer, push_pool_paths,
-                              buf_detach, 32-bit handle counts */
+                              buf_detach, 32-bit handle counts; 6: a runner
+                              is embedded in its record (one pointer in the
+                              future) */
 
 typedef struct lf_api {
   int version;                /* LF_API_VERSION */
@@ -58,7 +60,7 @@ typedef struct lf_api {
   void (*future_decode_with)(lf_future *f, const lf_codec_opts *opts);
   void (*future_fail)(lf_future *f, const char *type, const char *msg,
                       const lf_codec_opts *opts, lua_State **S);
-  void (*future_run_by)(lf_future *f, const lf_runner *r, void *arg);
+  void (*future_run_by)(lf_future *f, lf_runner *r);
   int (*future_swap_call)(lf_future *f, lf_buf *b);
   int (*future_cancel)(lf_future *f);
   int (*future_interrupt)(lf_future *f, int why);

@@ -244,15 +244,14 @@ int lf_future_finish(lf_future *f, lf_buf *res, int failed) {
   return 0;
 }
 
-void lf_future_run_by(lf_future *f, const lf_runner *r, void *arg) {
+void lf_future_run_by(lf_future *f, lf_runner *r) {
   lf_lock(&f->mu);
   if (f->state == LF_RUNNING) {
     f->runner = r;
-    f->runner_arg = arg;
     /* Interrupted between RUNNING and now: stop it at once. */
     if (r != NULL &&
         atomic_load_explicit(&f->stop, memory_order_relaxed) != LF_STOP_NONE)
-      r->stop(arg, f);
+      r->stop(r, f);
   }
   lf_unlock(&f->mu);
 }
@@ -276,7 +275,7 @@ int lf_future_interrupt(lf_future *f, int why) {
         ok = was == why;
         break;
       }
-      if (f->runner != NULL) f->runner->stop(f->runner_arg, f);
+      if (f->runner != NULL) f->runner->stop(f->runner, f);
       ok = 1;
       break;
     }

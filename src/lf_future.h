@@ -104,11 +104,14 @@ void lf_origin_release(lf_origin *o);
 
 /* Who runs a task, and how to stop it (lf_future_interrupt): a thread
 ** worker sets a hook on its state, a process pool signals the worker.
-** `stop` is called with the future's mutex held, from any thread: it must
-** only flag and wake (no lock of a pool, no Lua call but lua_sethook). */
-typedef struct lf_runner {
-  void (*stop)(void *arg, lf_future *f);
-} lf_runner;
+** The runner's own record embeds one (the future keeps one pointer, and
+** `stop` finds the record from it). `stop` is called with the future's
+** mutex held, from any thread: it must only flag and wake (no lock of a
+** pool, no Lua call but lua_sethook). */
+typedef struct lf_runner lf_runner;
+struct lf_runner {
+  void (*stop)(lf_runner *self, lf_future *f);
+};
 
 /* Why a running task is being stopped (lf_future.stop). */
 enum { LF_STOP_NONE = 0, LF_STOP_CANCEL, LF_STOP_TIMEOUT };
@@ -122,11 +125,11 @@ struct lf_future {
   ** these. */
   pthread_mutex_t mu;
   atomic_int refs;
-  atomic_int done;         /* 1 once CANCELLED or FINISHED: read without the
-                              lock by a waiter that spins before it blocks */
   atomic_int stop;         /* LF_STOP_*: set under mu, read by the runner's
                               hook without it */
-  lf_taskkind kind;        /* of the task below */
+  atomic_uchar done;       /* 1 once CANCELLED or FINISHED: read without the
+                              lock by a waiter that spins before it blocks */
+  unsigned char kind;      /* the lf_taskkind of the task below */
   unsigned char state;     /* an lf_fstate, under mu */
   unsigned char failed;    /* FINISHED with an error */
   /* How the result decodes: with the options of the executor that runs
@@ -134,6 +137,8 @@ struct lf_future {
   ** functions only when the pool allows them), or the defaults. */
   unsigned char dec_in_process, dec_functions;
   unsigned short dec_depth;
+  double run_limit;        /* seconds the task may run (a task timeout), 0:
+                              none */
   lf_buf result;           /* values, or (error, traceback) when failed */
   lf_waitnode *waiters;    /* a doubly-linked list of registrations */
   lf_inboxnode *inboxes;   /* states with callbacks to run */
@@ -143,10 +148,7 @@ struct lf_future {
   lf_buf call;
   lf_future *next_queued;  /* the executor's queue link */
   lf_origin *origin;       /* who queued the task, or NULL (one reference) */
-  /* Stopping it while it runs: */
-  double run_limit;        /* seconds it may run (a task timeout), 0: none */
-  const lf_runner *runner; /* who runs it now (under mu), or NULL */
-  void *runner_arg;
+  lf_runner *runner;       /* who runs it now (under mu), or NULL */
 };
 
 /* The Lua userdata of a future (its metatable is registered under this
@@ -200,7 +202,7 @@ int lf_future_finish(lf_future *f, lf_buf *res, int failed);
 /* The runner of f while it runs; set by the runner once f is RUNNING, and
 ** cleared (NULL) before it may not be stopped any more (its state goes on
 ** to another task). */
-void lf_future_run_by(lf_future *f, const lf_runner *r, void *arg);
+void lf_future_run_by(lf_future *f, lf_runner *r);
 
 /* f:interrupt(): PENDING -> CANCELLED and 1; RUNNING -> asks its runner
 ** to stop it with `why` (LF_STOP_CANCEL or LF_STOP_TIMEOUT) and 1 (the

@@ -65,6 +65,7 @@ typedef struct mtask {
   int started;               /* RUNNING; else PENDING, waiting on its rank */
   atomic_int stop;           /* f:interrupt() asked to stop it */
   int stop_sent, reclaiming;
+  lf_runner runner;          /* the future's while it runs (stop_task) */
 } mtask;
 
 typedef struct mrank {
@@ -434,15 +435,13 @@ static int send_copy(int rank, lf_mpi_head h, const void *data, size_t len) {
 
 /* The runner of a task on a rank: flag it for the MPI thread, which sends
 ** STOP (called under the future's mutex: no other lock here). */
-static void stop_task(void *arg, lf_future *f) {
+static void stop_task(lf_runner *self, lf_future *f) {
   (void)f;
-  mtask *t = arg;
+  mtask *t = (mtask *)(void *)((char *)self - offsetof(mtask, runner));
   atomic_store(&t->stop, 1);
   atomic_fetch_add(&eng.stops, 1);
   wake();
 }
-
-static const lf_runner mpi_runner = { stop_task };
 
 static int idle(const mrank *k) {
   return k->hello && k->run == NULL && k->nwait == 0;
@@ -498,7 +497,7 @@ static int started_locked(mtask *t) {
   t->p->waiting--;
   t->p->running++;
   if (api->future_set_running(t->f) != 1) return -1;
-  api->future_run_by(t->f, &mpi_runner, t);
+  api->future_run_by(t->f, &t->runner);
   return 0;
 }
 
@@ -541,6 +540,7 @@ static int send_task_locked(mpool *p, int r, int wait) {
     memset(&f->call, 0, sizeof f->call);
   }
   mtask *t = calloc(1, sizeof *t);
+  if (t != NULL) t->runner.stop = stop_task;
   int rc = -1;
   if (call.len > INT_MAX) {
     snprintf(why, sizeof why, "cannot send the task to an MPI rank: its call "
@@ -587,7 +587,7 @@ static int send_task_locked(mpool *p, int r, int wait) {
     eng.ranks[r].run = t;
     t->started = 1;
     p->running++;
-    api->future_run_by(f, &mpi_runner, t);
+    api->future_run_by(f, &t->runner);
   }
   return 1;
 }

@@ -117,6 +117,7 @@ typedef struct lf_proc {
   double deadline;           /* the task's run limit ends (0: none) */
   double kill_at;            /* stopped, it must be done by then (0: not) */
   struct lf_ppool *pool;     /* the slot's pool (for the runner) */
+  lf_runner runner;          /* its task's while it runs (stop_in_process) */
   /* Set by any thread under the task's mutex (see stop_in_process): */
   _Atomic(lf_future *) stop_task;
   int doomed;                /* a frame for it was lost: the reader kills it */
@@ -222,6 +223,9 @@ static void take_back_task_locked(lf_ppool *p, lf_proc *w) {
   lf_outq_clear(&w->out);
   if (f == NULL) return;
   w->task = NULL;
+  /* w's slot may be reused before f is sent again: an interrupt meanwhile
+  ** only flags f, and the next worker's run_by stops it at once. */
+  lf_future_run_by(f, NULL);
   lf_queue_push(&p->retry, f);   /* its call is still in f->call */
 }
 
@@ -288,15 +292,13 @@ static void fail_unsendable(lf_ppool *p, lf_future *f, const char *why) {
 /* The runner of a task sent to a worker process: the reader signals the
 ** worker (only the reader signals pids, see the file head), so this only
 ** names the task and wakes the reader. Called under the task's mutex. */
-static void stop_in_process(void *arg, lf_future *f) {
-  lf_proc *w = arg;
+static void stop_in_process(lf_runner *self, lf_future *f) {
+  lf_proc *w = (lf_proc *)(void *)((char *)self - offsetof(lf_proc, runner));
   atomic_store(&w->stop_task, f);
   uint64_t one = 1;
   ssize_t n = write(w->pool->efd, &one, sizeof one);
   (void)n;   /* EAGAIN: the counter is non-zero already, the reader wakes */
 }
-
-static const lf_runner process_runner = { stop_in_process };
 
 /* Queue the TASK frame of f for w with its payload in the memfd region
 ** that f's call was encoded into (lf_region.h): a duplicate of the
@@ -362,7 +364,7 @@ static int send_task_locked(lf_ppool *p, lf_proc *w, lf_future *f) {
   w->deadline = f->run_limit > 0 ? lf_now() + f->run_limit : 0;
   w->kill_at = 0;
   if (w->deadline > 0) wake_locked(p);   /* the reader's poll must end then */
-  lf_future_run_by(f, &process_runner, w);
+  lf_future_run_by(f, &w->runner);
   if (flush_locked(p, w) == 1) wake_locked(p);
   return 0;
 }
@@ -605,6 +607,7 @@ static void spawn_locked(lf_ppool *p, int n) {
     w->state = W_SPAWNING;
     w->fd = w->pidfd = -1;
     w->pool = p;
+    w->runner.stop = stop_in_process;
     p->nprocs++;
     slots[k++] = w;
   }

@@ -182,12 +182,15 @@ static lf_future *next_task(lf_pool *p, lf_future *done, int ran,
 /* Runs the task of f, which the caller set running, in L; returns 1 when
 ** it failed (*out then holds the error). Counted busy for lf_spin.h. */
 /* A thread runs the task: it is stopped with a hook on its state. */
-static void stop_in_thread(void *arg, lf_future *f) {
-  (void)f;
-  lf_stop_now(arg);
-}
+typedef struct thread_runner {
+  lf_runner base;
+  lua_State *L;
+} thread_runner;
 
-static const lf_runner thread_runner = { stop_in_thread };
+static void stop_in_thread(lf_runner *self, lf_future *f) {
+  (void)f;
+  lf_stop_now(((thread_runner *)(void *)self)->L);
+}
 
 static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
                     const lf_codec_opts *pool_opts, lf_buf *out) {
@@ -202,12 +205,13 @@ static int run_task(lua_State *L, lf_task_heap *heap, lf_future *f,
   if (lent >= LEND_GC_MIN && lent >= lf_state_heap(L) / 4)
     lua_gc(L, LUA_GCCOLLECT);
   lf_task_begin(L, heap);
-  lf_future_run_by(f, &thread_runner, L);
+  thread_runner runner = { { stop_in_thread }, L };   /* f forgets it below */
+  lf_future_run_by(f, &runner.base);
   lf_stop_enter(L, &f->stop, f->run_limit);
   int failed = lf_task_run(L, f->kind, f->call.data, f->call.len, out, &opts);
   /* Nobody may set a hook on L once it goes on to another task: forget
   ** the runner first, then take the hook off. */
-  lf_future_run_by(f, NULL, NULL);
+  lf_future_run_by(f, NULL);
   lf_stop_leave(L);
   failed = lf_task_settle(L, failed, atomic_load(&f->stop), f->run_limit,
                           out, pool_opts);

@@ -537,15 +537,22 @@ static int core_waiter(lua_State *L) {
 
 /* waiter:next(deadline) -> the next completed future, or nil and the
 ** number of futures not yet handed out when the deadline passed, or
-** nothing at all when every future has been handed out. */
+** nothing at all when every future has been handed out. With deadline
+** false it does not wait, and returns false when no future is done yet:
+** a call that cannot raise, which as_completed makes without a pcall. */
 static int waiter_next(lua_State *L) {
   waiter_ud *wu = luaL_checkudata(L, 1, WAITER_MT);
-  double deadline = luaL_optnumber(L, 2, -1);
+  int no_wait = lua_isboolean(L, 2) && !lua_toboolean(L, 2);
+  double deadline = no_wait ? -1 : luaL_optnumber(L, 2, -1);
   if (!wu->ready || wu->seen >= wu->w.n) return 0;
   lf_run_callbacks(L);
+  size_t n = lf_waiter_count(&wu->w);
+  if (n <= wu->seen && no_wait) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
   lf_intr intr;
   lf_intr_begin(L, &intr);
-  size_t n = lf_waiter_count(&wu->w);
   if (n <= wu->seen) n = waiter_block(L, wu, wu->seen, deadline, &intr);
   if (n <= wu->seen) {
     lua_pushnil(L);

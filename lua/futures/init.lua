@@ -805,9 +805,13 @@ function futures.as_completed(fs, timeout)
   check_futures(fs, "as_completed")
   check_timeout(timeout, "as_completed")
   local waiter = core.waiter(fs)
+  local waiter_next = waiter.next
   local deadline = timeout and core.monotonic() + timeout
   local function next_done()
-    local ok, f, unfinished = pcall(waiter.next, waiter, deadline)
+    -- A future done already comes without a pcall: only a wait can raise.
+    local ready = waiter_next(waiter, false)
+    if ready ~= false then return ready end
+    local ok, f, unfinished = pcall(waiter_next, waiter, deadline)
     if not ok then reraise(f, 2, true) end
     if f == nil and unfinished then
       raise(futures.TimeoutError, "%d futures unfinished after %g seconds", unfinished, timeout)
